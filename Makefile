@@ -1,0 +1,47 @@
+# vital-etl: `make demo` runs the main job on embedded defaults; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export VITAL_HOME ?= $(CURDIR)/.vital
+export PREFECT_HOME ?= $(VITAL_HOME)/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: setup demo test db-start db-stop down bootstrap clean help
+
+help:
+	@echo "make setup      create .venv and install vital-etl with its dependencies"
+	@echo "make demo       embedded PostgreSQL + bootstrap-schema on the embedded target, then the report"
+	@echo "make test       run the test suite (sets up first)"
+	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
+	@echo "make down       stop the embedded PostgreSQL started under VITAL_HOME"
+	@echo "make clean      make down, then remove VITAL_HOME"
+
+setup: $(STAMP)
+
+# torch==2.13.0 is pinned in pyproject.toml, in the same install as sentence-transformers.
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "vital-etl needs Python 3.11+")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+db-start: setup
+	$(BIN)/vital-etl db start
+
+db-stop down:
+	@if [ -x $(BIN)/vital-etl ]; then $(BIN)/vital-etl db stop; fi
+
+bootstrap: setup
+	$(BIN)/vital-etl bootstrap
+
+demo: setup db-start
+	$(BIN)/vital-etl bootstrap
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean: down
+	rm -rf $(VITAL_HOME)

@@ -1,0 +1,79 @@
+"""`vital-etl`: the commands the Makefile and a data engineer run.
+
+    vital-etl db start|stop|status      the embedded PostgreSQL under VITAL_HOME
+    vital-etl bootstrap [--dry-run]     run the bootstrap-schema flow on the target
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tasks.errors import VitalError
+from tasks.settings import vital_home
+
+
+def _db(args: argparse.Namespace) -> int:
+    from tasks.db import SOURCE_DB, TARGET_DB, embedded, mask_dsn
+
+    server = embedded()
+    if args.action == "start":
+        server.start(persistent=True)
+        st = server.status()
+        print(f"embedded PostgreSQL running (pid {st.pid}) in {st.pgdata}")
+        for db in (SOURCE_DB, TARGET_DB):
+            print(f"  {db}: {mask_dsn(server.dsn(db))}")
+    elif args.action == "stop":
+        print("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL was not running")
+    else:
+        st = server.status()
+        print(f"running (pid {st.pid}) in {st.pgdata}" if st.running else f"not running ({st.pgdata})")
+        return 0 if st.running else 3
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from flows.bootstrap import bootstrap_schema
+    from tasks.report import schema_report_markdown
+
+    summary = bootstrap_schema(dry_run=args.dry_run, migrations_dir=args.migrations_dir)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(schema_report_markdown(summary))
+    return 0
+
+
+def _local_prefect_defaults() -> None:
+    """Local runs keep Prefect's state in VITAL_HOME and send no analytics (DESIGN §9)."""
+    home = vital_home() / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _local_prefect_defaults()
+    parser = argparse.ArgumentParser(prog="vital-etl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="manage the embedded PostgreSQL under VITAL_HOME")
+    db.add_argument("action", choices=["start", "stop", "status"])
+    db.set_defaults(func=_db)
+    boot = sub.add_parser("bootstrap", help="apply schema/ to the target (flow bootstrap-schema)")
+    boot.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    boot.add_argument("--migrations-dir", help="schema folder (default: schema/)")
+    boot.add_argument("--json", action="store_true", help="print the summary as JSON")
+    boot.set_defaults(func=_bootstrap)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VitalError as exc:
+        print(f"vital-etl: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

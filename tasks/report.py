@@ -1,0 +1,48 @@
+"""Reports people read: Markdown built by pure functions, published as Prefect artifacts."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def schema_report_markdown(summary: dict) -> str:
+    """The bootstrap-schema report: what was applied now, and what exists."""
+    schema = summary["schema"]
+    lines = ["# bootstrap-schema", ""]
+    if summary.get("dry_run"):
+        lines += ["**Dry run**: nothing was changed.", "", "```", summary["plan"], "```", ""]
+    else:
+        applied_now = summary.get("applied_now", [])
+        lines.append(f"Applied now: {len(applied_now)} file(s)" + (":" if applied_now else " (already up to date)."))
+        lines += [f"- `{a['file']}` ({a['ms']} ms)" for a in applied_now]
+        lines.append("")
+        tenants = summary.get("tenants", {})
+        if tenants:
+            lines += ["Tenants: " + ", ".join(f"`{slug}` {state}" for slug, state in tenants.items()), ""]
+    ext = schema.get("vector_extension")
+    lines.append(f"pgvector: {ext['version']} in schema `{ext['schema']}`" if ext else "pgvector: not installed")
+    lines += ["", f"Ledger (etl.schema_migrations): {len(schema['applied'])} file(s)", ""]
+    lines += [f"- `{a['file']}` applied {a['applied_at']}" for a in schema["applied"]]
+    lines += ["", "| table | rows | tenant-scoped | RLS | policies |", "|---|---:|:---:|:---:|---:|"]
+    for t in schema["tables"]:
+        lines.append(f"| `{t['table']}` | {t['rows']} | {'yes' if t['tenant_scoped'] else ''} | "
+                     f"{'on' if t['rls'] else ''} | {t['policies']} |")
+    lines += ["", "| enum | labels |", "|---|---|"]
+    lines += [f"| `{name}` | {', '.join(labels)} |" for name, labels in schema["enums"].items()]
+    if schema.get("vector_columns"):
+        dims = sorted(set(schema["vector_columns"].values()))
+        lines += ["", f"Vector columns: {len(schema['vector_columns'])}, dimension {', '.join(map(str, dims))}."]
+    return "\n".join(lines) + "\n"
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> None:
+    """A Markdown artifact on the current Prefect run; outside a run, nothing to attach it to."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        log.debug("not in a Prefect run; artifact %s not published", key)
+        return
+    create_markdown_artifact(key=key, markdown=markdown, description=description)

@@ -1,0 +1,127 @@
+"""Tenant definitions (rules/tenants.yaml): loading, validation, and the upsert into `tenants`."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from tasks.errors import ConfigError
+from tasks.identity import tenant_id
+from tasks.settings import RULES_DIR
+
+TIERS = ("free", "starter", "professional", "enterprise")
+STATUSES = ("active", "trial", "suspended", "inactive")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    slug: str
+    name: str
+    tier: str = "professional"
+    status: str = "active"
+    features: dict = field(default_factory=dict)
+    legacy_ids: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> uuid.UUID:
+        return tenant_id(self.slug)
+
+
+@dataclass(frozen=True)
+class TenantRules:
+    tenants: tuple[Tenant, ...]
+    platform_legacy_ids: tuple[str, ...]
+
+    def by_slug(self, slug: str) -> Tenant:
+        for t in self.tenants:
+            if t.slug == slug:
+                return t
+        raise ConfigError(f"unknown tenant {slug!r}; known: {', '.join(t.slug for t in self.tenants)}")
+
+
+def _uuid_list(values, where: str) -> tuple[str, ...]:
+    out = []
+    for v in values or []:
+        try:
+            out.append(str(uuid.UUID(str(v))))
+        except ValueError:
+            raise ConfigError(f"{where}: {v!r} is not a UUID") from None
+    return tuple(out)
+
+
+def load_tenants(path: Path | str | None = None) -> TenantRules:
+    """Read and validate the tenants file; every mistake is named with its place."""
+    path = Path(path) if path else RULES_DIR / "tenants.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: tenants file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = data.get("tenants") if isinstance(data, dict) else None
+    if not raw or not isinstance(raw, list):
+        raise ConfigError(f"{path}: needs a non-empty list under 'tenants:'")
+    tenants, seen_ids = [], {}
+    for i, item in enumerate(raw):
+        where = f"{path}: tenants[{i}]"
+        if not isinstance(item, dict) or not item.get("slug") or not item.get("name"):
+            raise ConfigError(f"{where}: each tenant needs 'slug' and 'name'")
+        slug = str(item["slug"])
+        if not _SLUG.match(slug):
+            raise ConfigError(f"{where}: slug {slug!r} must be lower-case letters, digits and '-'")
+        tier, status = item.get("tier", "professional"), item.get("status", "active")
+        if tier not in TIERS:
+            raise ConfigError(f"{where}: tier {tier!r} is not one of {', '.join(TIERS)}")
+        if status not in STATUSES:
+            raise ConfigError(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
+        legacy = _uuid_list(item.get("legacy_ids"), f"{where}.legacy_ids")
+        for lid in legacy:
+            if lid in seen_ids:
+                raise ConfigError(f"{where}: legacy id {lid} is already used by tenant {seen_ids[lid]!r}")
+            seen_ids[lid] = slug
+        tenants.append(Tenant(slug=slug, name=str(item["name"]), tier=tier, status=status,
+                              features=dict(item.get("features") or {}), legacy_ids=legacy,
+                              labels=tuple(str(x) for x in item.get("labels") or ())))
+    slugs = [t.slug for t in tenants]
+    if len(set(slugs)) != len(slugs):
+        raise ConfigError(f"{path}: duplicate tenant slugs in {slugs}")
+    platform = _uuid_list((data.get("platform") or {}).get("legacy_ids"), f"{path}: platform.legacy_ids")
+    return TenantRules(tuple(tenants), platform)
+
+
+def upsert_tenants(conn: psycopg.Connection, rules: TenantRules) -> dict[str, str]:
+    """Insert or update the tenants; a row whose values are unchanged is not touched.
+
+    Returns {slug: 'inserted' | 'updated' | 'unchanged'}."""
+    result = {}
+    for t in rules.tenants:
+        row = conn.execute(
+            """
+            INSERT INTO tenants (id, slug, name, tier, status, features, legacy_ids, metadata)
+            VALUES (%(id)s, %(slug)s, %(name)s, %(tier)s, %(status)s, %(features)s, %(legacy_ids)s::uuid[],
+                    %(metadata)s)
+            ON CONFLICT (slug) DO UPDATE SET
+                name = EXCLUDED.name, tier = EXCLUDED.tier, status = EXCLUDED.status,
+                features = EXCLUDED.features, legacy_ids = EXCLUDED.legacy_ids,
+                metadata = EXCLUDED.metadata, updated_at = now()
+            WHERE (tenants.name, tenants.tier, tenants.status, tenants.features, tenants.legacy_ids,
+                   tenants.metadata)
+                  IS DISTINCT FROM
+                  (EXCLUDED.name, EXCLUDED.tier, EXCLUDED.status, EXCLUDED.features, EXCLUDED.legacy_ids,
+                   EXCLUDED.metadata)
+            RETURNING (xmax = 0) AS inserted
+            """,
+            {"id": t.id, "slug": t.slug, "name": t.name, "tier": t.tier, "status": t.status,
+             "features": json.dumps(t.features), "legacy_ids": list(t.legacy_ids),
+             "metadata": json.dumps({"labels": list(t.labels)})},
+        ).fetchone()
+        result[t.slug] = "unchanged" if row is None else ("inserted" if row[0] else "updated")
+    return result
