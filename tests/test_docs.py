@@ -1,0 +1,53 @@
+"""The README is held to the code: every flow parameter, setting and rule key appears in it."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import yaml
+
+from flows.bootstrap import bootstrap_schema
+from tasks.settings import RULES_DIR, SCHEMA_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_shows_the_two_commands():
+    assert "make demo" in README and "make test" in README
+
+
+def test_every_bootstrap_parameter_is_documented():
+    for name in inspect.signature(bootstrap_schema.fn).parameters:
+        assert f"`{name}`" in README, name
+
+
+def test_every_environment_variable_read_by_the_code_is_documented():
+    used = set()
+    for path in list((ROOT / "tasks").rglob("*.py")) + list((ROOT / "flows").rglob("*.py")):
+        used |= set(re.findall(r"""environ(?:\.get)?\(?\[?["'](VITAL_\w+)""", path.read_text()))
+    assert used, "found no environment variables: the pattern is broken"
+    for var in used:
+        assert f"`{var}`" in README, var
+
+
+def test_every_schema_file_is_documented():
+    for path in SCHEMA_DIR.glob("*.sql"):
+        assert f"`{path.name}`" in README, path.name
+
+
+def test_every_tenants_rule_key_is_documented():
+    data = yaml.safe_load((RULES_DIR / "tenants.yaml").read_text())
+    keys = {f"tenants[].{k}" for t in data["tenants"] for k in t} | {f"platform.{k}" for k in data["platform"]}
+    for key in keys:
+        assert f"`{key}`" in README, key
+
+
+def test_every_make_target_in_the_readme_exists():
+    targets = set(re.findall(r"^([a-z][\w-]*)(?:\s+[a-z][\w-]*)*:", (ROOT / "Makefile").read_text(), re.M))
+    targets |= {t for line in re.findall(r"^([a-z][\w -]*):", (ROOT / "Makefile").read_text(), re.M)
+                for t in line.split()}
+    for target in re.findall(r"`make ([a-z][\w-]*)", README):
+        assert target in targets, target
