@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 export VITAL_HOME ?= $(CURDIR)/.vital
 export PREFECT_HOME ?= $(VITAL_HOME)/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# a first start of Prefect's temporary server on 2 cores can take longer than its default 20 s
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: setup demo test db-start db-stop down bootstrap clean help
 
@@ -27,8 +29,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+	mkdir -p $(PREFECT_HOME)
 
 db-start: setup
+	mkdir -p $(PREFECT_HOME)
 	$(BIN)/vital-etl db start
 
 db-stop down:
@@ -41,6 +45,7 @@ demo: setup db-start
 	$(BIN)/vital-etl bootstrap
 
 test: setup
+	mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m pytest
 
 clean: down

@@ -22,6 +22,8 @@ SHARED_VITAL = Path(__file__).resolve().parents[2] / "shared" / "vital"
 def vital_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("vital-home")
     os.environ["VITAL_HOME"] = str(home)
+    (home / "prefect").mkdir()
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
     return home
 
 
@@ -75,3 +77,11 @@ def prefect_harness(vital_home):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def prefect_env(prefect_harness, vital_home) -> dict:
+    """Environment for a subprocess (e.g. the CLI) that should use the session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "VITAL_HOME": str(vital_home), "PREFECT_API_URL": PREFECT_API_URL.value()}

@@ -60,8 +60,8 @@ def test_server_without_pgvector_gets_the_clear_error_and_nothing_is_created(pg1
             "SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace").fetchone()[0] == 0
 
 
-def test_cli_prints_the_error_without_a_traceback(pg15_dsn, vital_home):
-    env = {**os.environ, "VITAL_TARGET_DSN": pg15_dsn, "VITAL_HOME": str(vital_home)}
+def test_cli_prints_the_error_without_a_traceback(pg15_dsn, prefect_env):
+    env = {**prefect_env, "VITAL_TARGET_DSN": pg15_dsn}
     venv_bin = Path(__file__).resolve().parents[1] / ".venv" / "bin"
     cli = venv_bin / "vital-etl"
     done = subprocess.run([str(cli), "bootstrap", "--dry-run"], env=env, capture_output=True, text=True,
