@@ -2,6 +2,7 @@
 
     vital-etl db start|stop|status      the embedded PostgreSQL under VITAL_HOME
     vital-etl bootstrap [--dry-run]     run the bootstrap-schema flow on the target
+    vital-etl migrate --tenant T ...    run the migrate-tenant flow for one tenant
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from flows.migrate import migrate_tenant
+
+    entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
+    summary = migrate_tenant(tenant=args.tenant, manifest=args.manifest, entities=entities,
+                             dry_run=args.dry_run, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0 if summary["reconciled"] else 1
+
+
 def _local_prefect_defaults() -> None:
     """Local runs keep Prefect's state in VITAL_HOME and send no analytics (DESIGN §9)."""
     home = vital_home() / "prefect"
@@ -68,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     boot.add_argument("--migrations-dir", help="schema folder (default: schema/)")
     boot.add_argument("--json", action="store_true", help="print the summary as JSON")
     boot.set_defaults(func=_bootstrap)
+    mig = sub.add_parser("migrate", help="migrate one tenant (flow migrate-tenant)")
+    mig.add_argument("--tenant", required=True, help="tenant slug from rules/tenants.yaml")
+    mig.add_argument("--manifest", help="sources manifest (default: the bundled sample)")
+    mig.add_argument("--entities", help="comma-separated subset of entities")
+    mig.add_argument("--dry-run", action="store_true", help="extract, normalize, validate and report; write nothing")
+    mig.add_argument("--batch-size", type=int, default=5000, help="rows per read batch")
+    mig.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    mig.set_defaults(func=_migrate)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -46,3 +46,42 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
         log.debug("not in a Prefect run; artifact %s not published", key)
         return
     create_markdown_artifact(key=key, markdown=markdown, description=description)
+
+
+def migration_report_markdown(summary: dict) -> str:
+    """The migrate-tenant report: counts per entity, junctions, findings, quarantine reasons."""
+    mode = "dry run: nothing was written" if summary["dry_run"] else "loaded"
+    lines = [f"# migrate-tenant `{summary['tenant']}` ({mode})", "",
+             "| entity | read | loaded | quarantined | skipped (other tenant) | embedded | reused |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    totals = dict.fromkeys(("read", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
+    for entity, c in summary["entities"].items():
+        lines.append(f"| {entity} | {c['read']} | {c['loaded']} | {c['quarantined']} | {c['skipped']} | "
+                     f"{c['embedded']} | {c['reused']} |")
+        for k in totals:
+            totals[k] += c[k]
+    lines.append("| **total** | " + " | ".join(f"**{totals[k]}**" for k in totals) + " |")
+    lines += ["", "Every source row is accounted for: read = loaded + quarantined + skipped"
+              + (" holds for every entity." if summary["reconciled"] else " does NOT hold; see findings.")]
+    if summary["junctions"]:
+        lines += ["", "| junction | rows | references | unresolved |", "|---|---:|---:|---:|"]
+        lines += [f"| {j} | {c['rows']} | {c['references']} | {c['unresolved']} |"
+                  for j, c in summary["junctions"].items()]
+    if summary["findings"]:
+        lines += ["", "## Data-quality findings", ""] + [f"- {f}" for f in summary["findings"]]
+    if summary["quarantine"]:
+        reasons: dict[str, int] = {}
+        for q in summary["quarantine"]:
+            reasons[f"{q['entity']}: {q['reason']}"] = reasons.get(f"{q['entity']}: {q['reason']}", 0) + 1
+        lines += ["", "## Quarantined", ""] + [f"- {n} x {r}" for r, n in sorted(reasons.items())]
+    return "\n".join(lines) + "\n"
+
+
+def publish_table(key: str, rows: list[dict], description: str) -> None:
+    """A table artifact on the current Prefect run (skipped outside a run, or when empty)."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if not rows or (FlowRunContext.get() is None and TaskRunContext.get() is None):
+        return
+    create_table_artifact(key=key, table=rows, description=description)

@@ -1,0 +1,184 @@
+"""The sources manifest (YAML): where each entity's rows come from, in precedence order.
+
+    tenants: ../rules/tenants.yaml          # optional
+    legacy_db: {dsn_env: VITAL_SOURCE_DSN}  # optional; unset env -> the embedded legacy database
+    tenant_labels:                          # optional: files that name the tenants of rows
+      agents: {kind: json, path: exports/agent_tenant_labels.json, key: agent_id, labels: tenants}
+    entities:
+      agents:
+        - {kind: json, path: exports/agents.json}
+        - {kind: postgres, table: public.agents}
+      personas:
+        - {kind: json, path: exports/dh_personas.json, tenants: [digital-health]}
+      knowledge_documents:
+        - {kind: markdown, path: knowledge/}
+
+Relative paths resolve against the manifest's folder. Per source: `rename: {old: new}` renames
+columns before normalization; `tenants:` assigns every row of the source explicitly;
+`records:` names the key holding the array in a JSON object file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tasks.errors import ConfigError
+from tasks.normalize import ENTITIES
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "sample.yaml"
+FILE_KINDS = {"json", "jsonl", "csv", "parquet", "markdown"}
+KINDS = FILE_KINDS | {"postgres"}
+SOURCE_KEYS = {"kind", "path", "table", "query", "rename", "tenants", "records", "delimiter"}
+
+
+class ManifestError(ConfigError):
+    """The sources manifest is wrong; nothing was read."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    entity: str
+    kind: str
+    path: Path | None = None
+    table: str | None = None
+    query: str | None = None
+    rename: dict = field(default_factory=dict)
+    tenants: tuple[str, ...] = ()
+    records: str | None = None
+    delimiter: str = ","
+    label: str = ""
+
+    @property
+    def sql(self) -> str:
+        return self.query or f"SELECT * FROM {self.table}"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    entity: str
+    source: SourceSpec
+    key: str
+    labels: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    entities: dict[str, tuple[SourceSpec, ...]]
+    tenant_labels: dict[str, LabelSpec]
+    tenants_file: Path | None
+    dsn_env: str = "VITAL_SOURCE_DSN"
+
+    @property
+    def needs_legacy_db(self) -> bool:
+        return any(s.kind == "postgres" for specs in self.entities.values() for s in specs)
+
+
+def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: each source is a mapping like {{kind: json, path: ...}}")
+    unknown = set(raw) - SOURCE_KEYS
+    if unknown:
+        raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SOURCE_KEYS))})")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ManifestError(f"{where}: unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    rename = raw.get("rename") or {}
+    if not isinstance(rename, dict):
+        raise ManifestError(f"{where}: rename must map old column names to new ones")
+    tenants = raw.get("tenants") or ()
+    tenants = tuple([tenants] if isinstance(tenants, str) else tenants)
+    if kind in FILE_KINDS:
+        if not raw.get("path"):
+            raise ManifestError(f"{where}: a {kind} source needs `path`")
+        path = (base / str(raw["path"])).resolve()
+        if kind == "markdown":
+            if not path.is_dir():
+                raise ManifestError(f"{where}: folder {path} does not exist")
+        elif not path.is_file():
+            raise ManifestError(f"{where}: file {path} does not exist")
+        return SourceSpec(entity, kind, path=path, rename=rename, tenants=tenants, records=raw.get("records"),
+                          delimiter=str(raw.get("delimiter") or ","), label=str(raw["path"]))
+    if bool(raw.get("table")) == bool(raw.get("query")):
+        raise ManifestError(f"{where}: a postgres source needs exactly one of `table` or `query`")
+    label = f"postgres:{raw.get('table') or 'query'}"
+    return SourceSpec(entity, kind, table=raw.get("table"), query=raw.get("query"), rename=rename,
+                      tenants=tenants, label=label)
+
+
+def load_manifest(path: Path | str) -> Manifest:
+    """Parse and check a manifest: unknown entities or kinds and missing files are named here,
+    before any work starts. (Database checks: `check_sources`.)"""
+    path = Path(path).resolve()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entities"), dict) or not data["entities"]:
+        raise ManifestError(f"{path}: needs an `entities:` mapping of entity -> list of sources")
+    base = path.parent
+    entities = {}
+    for entity, sources in data["entities"].items():
+        if entity not in ENTITIES:
+            raise ManifestError(f"{path}: unknown entity {entity!r} (known: {', '.join(ENTITIES)})")
+        if not isinstance(sources, list) or not sources:
+            raise ManifestError(f"{path}: entities.{entity} must be a non-empty list of sources")
+        entities[entity] = tuple(_source(entity, s, base, f"{path}: entities.{entity}[{i}]")
+                                 for i, s in enumerate(sources))
+    labels = {}
+    for entity, spec in (data.get("tenant_labels") or {}).items():
+        where = f"{path}: tenant_labels.{entity}"
+        if entity not in ENTITIES:
+            raise ManifestError(f"{where}: unknown entity {entity!r}")
+        if not isinstance(spec, dict) or not spec.get("key") or not spec.get("labels"):
+            raise ManifestError(f"{where}: needs `key` (the row id column) and `labels` (the tenants column)")
+        src = _source(entity, {k: v for k, v in spec.items() if k not in ("key", "labels")}, base, where)
+        labels[entity] = LabelSpec(entity, src, str(spec["key"]), str(spec["labels"]))
+    tenants_file = (base / data["tenants"]).resolve() if data.get("tenants") else None
+    if tenants_file and not tenants_file.is_file():
+        raise ManifestError(f"{path}: tenants file {tenants_file} does not exist")
+    dsn_env = (data.get("legacy_db") or {}).get("dsn_env", "VITAL_SOURCE_DSN")
+    return Manifest(path, entities, labels, tenants_file, dsn_env)
+
+
+def legacy_dsn(manifest: Manifest) -> str:
+    """The legacy database: the manifest's DSN variable, else the embedded `vital_legacy`."""
+    from tasks.db import source_dsn
+
+    return os.environ.get(manifest.dsn_env) or source_dsn()
+
+
+def check_sources(manifest: Manifest, tenant_slugs: set[str]) -> None:
+    """The checks that need more than the file system: tenants named by sources exist, the
+    legacy database answers, every postgres table or query is valid (EXPLAIN, nothing runs)."""
+    for specs in manifest.entities.values():
+        for s in specs:
+            for t in s.tenants:
+                if t not in tenant_slugs:
+                    raise ManifestError(f"{manifest.path}: source {s.label} names unknown tenant {t!r} "
+                                        f"(known: {', '.join(sorted(tenant_slugs))})")
+    if not manifest.needs_legacy_db:
+        return
+    import psycopg
+
+    from tasks.db import connect, mask_dsn
+
+    dsn = legacy_dsn(manifest)
+    with connect(dsn, connect_timeout=10) as conn:
+        for specs in manifest.entities.values():
+            for s in specs:
+                if s.kind != "postgres":
+                    continue
+                try:
+                    conn.execute(f"EXPLAIN {s.sql}")
+                except psycopg.Error as exc:
+                    conn.rollback()
+                    msg = (exc.diag.message_primary or str(exc)).strip()
+                    raise ManifestError(f"{manifest.path}: entities.{s.entity} source {s.label} fails on "
+                                        f"{mask_dsn(dsn)}: {msg}") from None

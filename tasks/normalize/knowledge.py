@@ -1,0 +1,49 @@
+"""Knowledge domains (two seed shapes: the slug hierarchy and the dotted-id 'full' file) and
+knowledge documents (Markdown files)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tasks.normalize.base import Rec, RowError
+from tasks.normalize.common import parse_bool, parse_int
+
+
+def shape_knowledge_domain(r: Rec, rules) -> dict:
+    key = r.require("slug", "domain_id")
+    name = r.require("name", "domain_name")
+    depth = r.parse("depth_level", parse_int)
+    if depth is not None and depth < 0:
+        raise RowError(f"depth_level: {depth} is negative")
+    return {
+        "legacy_key": key,
+        "name": name,
+        "slug": r.get("slug"),
+        "description": r.get("description", "domain_description_llm"),
+        "parent_ref": r.get("parent_slug", "parent_domain_id"),
+        "domain_path": r.get("domain_path"),
+        "depth_level": depth,
+        "domain_type": r.get("domain_type"),
+        "is_active": r.parse("is_active", parse_bool) is not False,
+        "metadata": {},
+        "_aliases": [name, r.get("id"), r.get("domain_id"), r.get("domain_path")],
+    }
+
+
+def shape_knowledge_document(r: Rec, rules) -> dict:
+    key = r.require("path")
+    content = r.raw.get("content")
+    r.used.add("content")
+    if content is None or not content.strip():
+        raise RowError("empty document: nothing to chunk or embed")
+    return {
+        "legacy_key": key,
+        "title": r.require("title"),
+        "source_path": key,
+        "content": content,
+        "content_sha256": hashlib.sha256(content.encode("utf-8")).hexdigest(),
+        "byte_size": len(content.encode("utf-8")),
+        "domain_ref": r.get("domain", "knowledge_domain"),
+        "metadata": {},
+        "_aliases": [r.get("title")],
+    }

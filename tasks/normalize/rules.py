@@ -1,0 +1,167 @@
+"""The mapping rules of rules/*.yaml, loaded and validated once, then passed to the pure
+normalizers: enum synonyms, functional-area inference, tenant assignment."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tasks.errors import ConfigError
+from tasks.settings import RULES_DIR
+from tasks.tenants import TenantRules, load_tenants
+
+
+def enum_key(value: str) -> str:
+    """The spelling-insensitive form used to match enum values and synonyms."""
+    return re.sub(r"[\s_\-]+", " ", value.replace("\u00a0", " ")).strip().casefold()
+
+
+@dataclass(frozen=True)
+class EnumMap:
+    name: str
+    labels: tuple[str, ...]
+    lookup: dict[str, str]
+    source: str
+
+    def map(self, value: str) -> str | None:
+        return self.lookup.get(enum_key(value))
+
+    def unknown_message(self, value: str) -> str:
+        return (f"{self.source}: {self.name} {value!r} has no mapping; add it under {self.name}.synonyms "
+                f"(known: {', '.join(self.labels)})")
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """One whole-word keyword; lower case matches any case, a capital letter means as written."""
+
+    text: str
+    pattern: re.Pattern
+
+    @classmethod
+    def compile(cls, text: str) -> "Keyword":
+        prefix = text.endswith("*")
+        body = re.escape(text.rstrip("*")).replace(r"\ ", r"\s+")
+        flags = 0 if any(c.isupper() for c in text) else re.IGNORECASE
+        tail = r"[\w-]*" if prefix else ""
+        return cls(text, re.compile(r"(?<!\w)" + body + tail + r"(?!\w)", flags))
+
+
+@dataclass(frozen=True)
+class AreaRules:
+    fields: dict[str, tuple[str, ...]]
+    areas: tuple[tuple[str, tuple[Keyword, ...]], ...]
+    default: str
+
+
+@dataclass(frozen=True)
+class KeywordTenantRule:
+    columns: tuple[str, ...]
+    words: tuple[Keyword, ...]
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EntityTenancy:
+    label_key: str | None = None
+    legacy_ids: str | None = None
+    keywords: tuple[KeywordTenantRule, ...] = ()
+    default: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rules:
+    tenants: TenantRules
+    enums: dict[str, EnumMap]
+    areas: AreaRules
+    tenancy: dict[str, EntityTenancy] = field(default_factory=dict)
+
+    def enum(self, name: str) -> EnumMap:
+        return self.enums[name]
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: rule file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _load_enums(path: Path) -> dict[str, EnumMap]:
+    out = {}
+    for name, spec in _read(path).items():
+        labels = tuple(str(x) for x in (spec or {}).get("labels") or ())
+        if not labels:
+            raise ConfigError(f"{path}: {name} needs a list of labels")
+        lookup = {enum_key(label): label for label in labels}
+        for label, spellings in ((spec or {}).get("synonyms") or {}).items():
+            if label not in labels:
+                raise ConfigError(f"{path}: {name}.synonyms maps to {label!r}, which is not one of its labels "
+                                  f"({', '.join(labels)})")
+            for s in spellings or ():
+                key = enum_key(str(s))
+                if lookup.get(key, label) != label:
+                    raise ConfigError(f"{path}: {name}: {s!r} maps to both {lookup[key]!r} and {label!r}")
+                lookup[key] = label
+        out[name] = EnumMap(name, labels, lookup, f"rules/{path.name}")
+    return out
+
+
+def _load_areas(path: Path, labels: tuple[str, ...]) -> AreaRules:
+    data = _read(path)
+    areas = []
+    for area, words in (data.get("areas") or {}).items():
+        if area not in labels:
+            raise ConfigError(f"{path}: area {area!r} is not a functional area ({', '.join(labels)})")
+        areas.append((area, tuple(Keyword.compile(str(w)) for w in words or ())))
+    default = data.get("default")
+    if default not in labels:
+        raise ConfigError(f"{path}: default {default!r} is not a functional area")
+    fields = {entity: tuple(cols) for entity, cols in (data.get("fields") or {}).items()}
+    return AreaRules(fields, tuple(areas), default)
+
+
+def _tenant_list(value, slugs: set[str], where: str) -> tuple[str, ...]:
+    if value in (None, []):
+        return ()
+    if value == "all":
+        return tuple(sorted(slugs))
+    items = tuple(str(v) for v in (value if isinstance(value, list) else [value]))
+    for slug in items:
+        if slug not in slugs:
+            raise ConfigError(f"{where}: unknown tenant {slug!r}; known: {', '.join(sorted(slugs))}, or all")
+    return items
+
+
+def _load_tenancy(path: Path, slugs: set[str]) -> dict[str, EntityTenancy]:
+    out = {}
+    for entity, spec in (_read(path).get("entities") or {}).items():
+        spec = spec or {}
+        where = f"{path}: entities.{entity}"
+        keywords = tuple(
+            KeywordTenantRule(tuple(r["columns"]), tuple(Keyword.compile(str(w)) for w in r["words"]),
+                              _tenant_list(r["tenants"], slugs, f"{where}.keywords"))
+            for r in spec.get("keywords") or ())
+        out[entity] = EntityTenancy(spec.get("label_key"), spec.get("legacy_ids"), keywords,
+                                    _tenant_list(spec.get("default"), slugs, f"{where}.default"))
+    return out
+
+
+def load_rules(rules_dir: Path | str | None = None, tenants_file: Path | str | None = None) -> Rules:
+    """Read rules/*.yaml (or another folder with the same files)."""
+    folder = Path(rules_dir) if rules_dir else RULES_DIR
+    tenants = load_tenants(tenants_file or folder / "tenants.yaml")
+    enums = _load_enums(folder / "enums.yaml")
+    if "functional_area" not in enums:
+        raise ConfigError(f"{folder / 'enums.yaml'}: needs a functional_area section")
+    areas = _load_areas(folder / "functional_areas.yaml", enums["functional_area"].labels)
+    tenancy = _load_tenancy(folder / "tenancy.yaml", {t.slug for t in tenants.tenants})
+    return Rules(tenants, enums, areas, tenancy)

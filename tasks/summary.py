@@ -1,0 +1,40 @@
+"""The per-tenant summary of DESIGN §3 (plain, JSON-serializable), built from a TenantSlice."""
+
+from __future__ import annotations
+
+import json
+
+from tasks.normalize.base import Normalized
+from tasks.normalize.resolve import TenantSlice
+
+QUARANTINE_SAMPLE = 200
+
+
+def tenant_summary(part: TenantSlice, normalized: dict[str, Normalized], sources: dict[str, list[dict]],
+                   *, dry_run: bool) -> dict:
+    entities = {}
+    for entity, s in part.entities.items():
+        entities[entity] = {"read": s.read, "loaded": s.loaded, "quarantined": s.quarantined.height,
+                            "skipped": s.skipped, "embedded": 0, "reused": 0}
+    quarantine = []
+    for entity, s in part.entities.items():
+        for row in s.quarantined.head(QUARANTINE_SAMPLE).iter_rows(named=True):
+            quarantine.append({"entity": entity, "source": row["_source"], "row": row["_row"],
+                               "legacy_key": row["legacy_key"], "reason": row["reason"]})
+    findings = [f for n in normalized.values() for f in n.findings] + part.findings
+    return {
+        "tenant": part.tenant.slug,
+        "dry_run": dry_run,
+        "entities": entities,
+        "junctions": {j: {"rows": r["rows"], "references": r["references"], "unresolved": r["unresolved"]}
+                      for j, r in part.link_report.items()},
+        "findings": findings,
+        "quarantine": quarantine[:QUARANTINE_SAMPLE],
+        "sources": sources,
+        "reconciled": all(e["read"] == e["loaded"] + e["quarantined"] + e["skipped"] for e in entities.values()),
+    }
+
+
+def assert_json(summary: dict) -> dict:
+    """The summary must survive JSON (it is a flow result and an etl.runs row)."""
+    return json.loads(json.dumps(summary, default=str))
