@@ -32,6 +32,20 @@ def assign_tenants(entity: str, raw: pl.DataFrame, rules: Rules,
     return out
 
 
+def _field(row: dict, column: str) -> str:
+    """A column's text; `metadata.sector` reads key `sector` of the JSON object in `metadata`."""
+    name, _, key = column.partition(".")
+    value = row.get(name)
+    if not key or not value:
+        return str(value or "")
+    try:
+        nested = json.loads(value)
+    except json.JSONDecodeError:
+        return ""
+    found = nested.get(key) if isinstance(nested, dict) else None
+    return "" if found is None else (found if isinstance(found, str) else json.dumps(found))
+
+
 def _from_labels(values: list[str], slugs: dict[str, str], where: str):
     found, unknown = [], []
     for v in values:
@@ -72,7 +86,7 @@ def _assign(row, spec, slugs, by_legacy, platform, every, labels, entity):
             return sorted(found), f"legacy_ids: {spec.legacy_ids}", None
     matched, hits = set(), []
     for rule in spec.keywords:
-        text = " ".join(str(row.get(c) or "") for c in rule.columns)
+        text = " ".join(_field(row, c) for c in rule.columns)
         for word in rule.words:
             if word.pattern.search(text):
                 matched.update(rule.tenants)
