@@ -10,13 +10,14 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # a first start of Prefect's temporary server on 2 cores can take longer than its default 20 s
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup demo test db-start db-stop down bootstrap clean help
+.PHONY: setup demo test db-start db-stop down bootstrap sample clean help
 
 help:
 	@echo "make setup      create .venv and install vital-etl with its dependencies"
-	@echo "make demo       embedded PostgreSQL + bootstrap-schema on the embedded target, then the report"
+	@echo "make demo       embedded PostgreSQL, the bundled sample, bootstrap-schema, a dry run per tenant"
 	@echo "make test       run the test suite (sets up first)"
 	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
+	@echo "make sample     build the bundled sample: legacy tables in the source DB, export files in VITAL_HOME"
 	@echo "make down       stop the embedded PostgreSQL started under VITAL_HOME"
 	@echo "make clean      make down, then remove VITAL_HOME"
 
@@ -41,8 +42,14 @@ db-stop down:
 bootstrap: setup
 	$(BIN)/vital-etl bootstrap
 
+sample: setup db-start
+	$(BIN)/vital-etl sample
+
 demo: setup db-start
+	$(BIN)/vital-etl sample
 	$(BIN)/vital-etl bootstrap
+	$(BIN)/vital-etl migrate --tenant pharma --dry-run
+	$(BIN)/vital-etl migrate --tenant digital-health --dry-run
 
 test: setup
 	mkdir -p $(PREFECT_HOME)

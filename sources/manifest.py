@@ -13,7 +13,8 @@
       knowledge_documents:
         - {kind: markdown, path: knowledge/}
 
-Relative paths resolve against the manifest's folder. Per source: `rename: {old: new}` renames
+Relative paths resolve against the manifest's folder; ${VAR} is expanded (${VITAL_HOME}
+defaults to .vital, as everywhere). Per source: `rename: {old: new}` renames
 columns before normalization; `tenants:` assigns every row of the source explicitly;
 `records:` names the key holding the array in a JSON object file.
 """
@@ -21,6 +22,7 @@ columns before normalization; `tenants:` assigns every row of the source explici
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,12 +97,13 @@ def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
     if kind in FILE_KINDS:
         if not raw.get("path"):
             raise ManifestError(f"{where}: a {kind} source needs `path`")
-        path = (base / str(raw["path"])).resolve()
+        path = (base / _expand(str(raw["path"]))).resolve()
+        hint = _sample_hint(path)
         if kind == "markdown":
             if not path.is_dir():
-                raise ManifestError(f"{where}: folder {path} does not exist")
+                raise ManifestError(f"{where}: folder {path} does not exist{hint}")
         elif not path.is_file():
-            raise ManifestError(f"{where}: file {path} does not exist")
+            raise ManifestError(f"{where}: file {path} does not exist{hint}")
         return SourceSpec(entity, kind, path=path, rename=rename, tenants=tenants, records=raw.get("records"),
                           delimiter=str(raw.get("delimiter") or ","), label=str(raw["path"]))
     if bool(raw.get("table")) == bool(raw.get("query")):
@@ -108,6 +111,21 @@ def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
     label = f"postgres:{raw.get('table') or 'query'}"
     return SourceSpec(entity, kind, table=raw.get("table"), query=raw.get("query"), rename=rename,
                       tenants=tenants, label=label)
+
+
+def _expand(text: str) -> str:
+    """${VAR} in paths; ${VITAL_HOME} defaults like everywhere else (.vital)."""
+    from tasks.settings import vital_home
+
+    return string.Template(text).safe_substitute({**os.environ, "VITAL_HOME": str(vital_home())})
+
+
+def _sample_hint(path: Path) -> str:
+    from tasks.settings import vital_home
+
+    if (vital_home() / "sample") in path.parents:
+        return "; build the bundled sample first: `.venv/bin/vital-etl sample` (make demo does)"
+    return ""
 
 
 def load_manifest(path: Path | str) -> Manifest:

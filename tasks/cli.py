@@ -2,6 +2,7 @@
 
     vital-etl db start|stop|status      the embedded PostgreSQL under VITAL_HOME
     vital-etl bootstrap [--dry-run]     run the bootstrap-schema flow on the target
+    vital-etl sample [--scale N]        build the bundled sample (legacy tables + export files)
     vital-etl migrate --tenant T ...    run the migrate-tenant flow for one tenant
 """
 
@@ -58,6 +59,20 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0 if summary["reconciled"] else 1
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from sources.sample import build_legacy_db, generate, sample_dir, write_files
+    from tasks.db import mask_dsn, source_dsn
+
+    sample = generate(scale=args.scale, seed=args.seed)
+    folder = sample_dir()
+    files = write_files(sample, folder)
+    dsn = source_dsn()
+    counts = build_legacy_db(sample, dsn)
+    print(f"sample (scale {args.scale}, seed {args.seed}): {len(files)} export files in {folder}")
+    print(f"legacy database {mask_dsn(dsn)}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return 0
+
+
 def _local_prefect_defaults() -> None:
     """Local runs keep Prefect's state in VITAL_HOME and send no analytics (DESIGN §9)."""
     home = vital_home() / "prefect"
@@ -80,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     boot.add_argument("--migrations-dir", help="schema folder (default: schema/)")
     boot.add_argument("--json", action="store_true", help="print the summary as JSON")
     boot.set_defaults(func=_bootstrap)
+    smp = sub.add_parser("sample", help="build the bundled sample: legacy tables + export files")
+    smp.add_argument("--scale", type=int, default=1, help="multiplies agents, capabilities, prompts, JTBDs")
+    smp.add_argument("--seed", type=int, default=7)
+    smp.set_defaults(func=_sample)
     mig = sub.add_parser("migrate", help="migrate one tenant (flow migrate-tenant)")
     mig.add_argument("--tenant", required=True, help="tenant slug from rules/tenants.yaml")
     mig.add_argument("--manifest", help="sources manifest (default: the bundled sample)")

@@ -51,3 +51,34 @@ def test_every_make_target_in_the_readme_exists():
                 for t in line.split()}
     for target in re.findall(r"`make ([a-z][\w-]*)", README):
         assert target in targets, target
+
+
+def test_every_migrate_parameter_is_documented():
+    from flows.migrate import migrate_tenant
+
+    for name in inspect.signature(migrate_tenant.fn).parameters:
+        assert f"`{name}`" in README, name
+
+
+def test_every_rule_file_key_is_documented():
+    for name, keys in {"functional_areas.yaml": ["fields", "areas", "default"]}.items():
+        data = yaml.safe_load((RULES_DIR / name).read_text())
+        assert set(data) == set(keys)
+        for key in keys:
+            assert f"`{key}`" in README
+    for entity, spec in yaml.safe_load((RULES_DIR / "tenancy.yaml").read_text())["entities"].items():
+        for key in spec:
+            assert f"`entities.<entity>.{key}`" in README, key
+    for enum, spec in yaml.safe_load((RULES_DIR / "enums.yaml").read_text()).items():
+        for key in spec:
+            assert f"`<enum>.{key}`" in README, key
+
+
+def test_every_entity_and_source_kind_is_documented():
+    from sources.manifest import KINDS, SOURCE_KEYS
+    from tasks.normalize import ENTITIES
+
+    for name in list(ENTITIES) + sorted(KINDS):
+        assert f"`{name}`" in README, name
+    for key in SOURCE_KEYS - {"kind", "path", "table", "query"}:
+        assert f"`{key}:" in README or f"`{key}`" in README, key

@@ -22,6 +22,9 @@ from tasks.normalize.rules import EnumMap, Rules
 from tasks.normalize.tenancy import assign_tenants
 
 META_COLUMNS = ("_source", "_row", "_tenants")
+# columns that usually hold a row's natural key: named on a quarantined row that has no shape
+KEY_HINTS = ("id", "code", "slug", "capability_slug", "prompt_code", "Unique_ID", "Department_ID", "domain_id",
+             "path", "name")
 
 
 class RowError(ValueError):
@@ -123,7 +126,7 @@ def normalize_frame(entity: str, raw: pl.DataFrame, rules: Rules, shape: Callabl
     rows, rejects, links = [], [], {}
     for raw_row, (tenants, rule, problem) in zip(raw.iter_rows(named=True), tenancy):
         rec = Rec(raw_row)
-        key_hint = clean_text(raw_row.get("_key_hint"))
+        key_hint = next((clean_text(raw_row.get(k)) for k in KEY_HINTS if clean_text(raw_row.get(k))), None)
         try:
             if raw_row.get("_error"):
                 raise RowError(raw_row["_error"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from tasks.normalize.base import Rec, RowError
-from tasks.normalize.common import parse_bool, parse_int
+from tasks.normalize.common import parse_bool, parse_int, parse_list
 
 
 def shape_knowledge_domain(r: Rec, rules) -> dict:
@@ -34,6 +34,7 @@ def shape_knowledge_document(r: Rec, rules) -> dict:
     key = r.require("path")
     content = r.raw.get("content")
     r.used.add("content")
+    legacy_vector = r.parse("embedding", parse_list)  # re-embedded locally; only its size is kept
     if content is None or not content.strip():
         raise RowError("empty document: nothing to chunk or embed")
     return {
@@ -44,6 +45,6 @@ def shape_knowledge_document(r: Rec, rules) -> dict:
         "content_sha256": hashlib.sha256(content.encode("utf-8")).hexdigest(),
         "byte_size": len(content.encode("utf-8")),
         "domain_ref": r.get("domain", "knowledge_domain"),
-        "metadata": {},
+        "metadata": {"legacy_embedding_dims": len(legacy_vector)} if legacy_vector else {},
         "_aliases": [r.get("title")],
     }
