@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 
 from sources.manifest import DEFAULT_MANIFEST, Manifest, check_sources, load_manifest
+from tasks import runs
+from tasks.chunk import chunk_documents
+from tasks.db import connect, target_dsn
+from tasks.embed import SEARCHABLE, EmbedStats, ensure_cached
 from tasks.errors import ConfigError
 from tasks.extract import DEFAULT_BATCH_ROWS, Extracted, extract_entity, read_labels
+from tasks.links import link_by_similarity, load_link_rules
+from tasks.load import LoadResult, build_vector_indexes, load_rows
 from tasks.normalize import ENTITIES
 from tasks.normalize.base import Normalized, normalize_frame
-from tasks.normalize.resolve import slice_tenant
+from tasks.normalize.resolve import TenantSlice, slice_tenant
 from tasks.normalize.rules import Rules, load_rules
+from tasks.prepare import rows_for_load, with_hashes
 from tasks.report import migration_report_markdown, publish_markdown, publish_table
 from tasks.retry import retry_transient
+from tasks.settings import model_spec
 from tasks.summary import assert_json, tenant_summary
+from tasks.verify import verify
 
 IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 8, 30], retry_jitter_factor=0.5,
                   retry_condition_fn=retry_transient)
@@ -52,18 +63,125 @@ def normalize(entity: str, extracted: Extracted, rules: Rules, labels: dict) -> 
     return normalize_frame(entity, extracted.frame, rules, ENTITIES[entity], labels=labels.get(entity))
 
 
+@task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
+def start_run(tenant: str, parameters: dict) -> str:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return runs.start_run(conn, "migrate-tenant", tenant, parameters)
+
+
+@task(name="embed", task_run_name="embed-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def embed(entity: str, tenant: str, texts: list[str], hashes: list[str]) -> EmbedStats:
+    """Encode what etl.embedding_cache lacks, with a progress artifact while it runs."""
+    from tasks.model import encode
+
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(progress=0.0, description=f"embedding {entity} for {tenant}")
+
+    def progress(done: int, total: int) -> None:
+        update_progress_artifact(progress_id, progress=100.0 * done / total)
+        logger.info("embedding %s: %d/%d new texts", entity, done, total)
+
+    with connect(target_dsn(), autocommit=True) as conn:
+        stats = ensure_cached(conn, model_spec(), texts, hashes, encode, progress=progress)
+    update_progress_artifact(progress_id, progress=100.0)
+    return stats
+
+
+@task(name="copy-batch", task_run_name="copy-{table}-{tenant}-{batch_no}", cache_policy=NO_CACHE, **IO_RETRIES)
+def copy_batch(table: str, tenant: str, batch_no: int, rows: list[dict]) -> LoadResult:
+    return load_rows(target_dsn(), table, rows, batch_size=len(rows) or 1)
+
+
+@task(name="write-quarantine", task_run_name="quarantine-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def write_quarantine(run_id: str, tenant: str, entity: str, rows: list) -> int:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return runs.quarantine(conn, run_id, tenant, entity, rows)
+
+
+@task(name="prune-chunks", cache_policy=NO_CACHE, **IO_RETRIES)
+def prune_chunks(tenant_id: str, document_ids: list[str], chunk_ids: list[str]) -> int:
+    """Chunks are derived rows: those of re-chunked documents that no longer exist go."""
+    with connect(target_dsn(), autocommit=True) as conn:
+        return conn.execute("DELETE FROM knowledge_chunks WHERE tenant_id = %s AND document_id = ANY(%s) "
+                            "AND NOT (id = ANY(%s))", (tenant_id, document_ids, chunk_ids)).rowcount
+
+
+@task(name="link-by-similarity", cache_policy=NO_CACHE, **IO_RETRIES)
+def link_similar(tenant_id: str) -> dict[str, int]:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return link_by_similarity(conn, tenant_id, load_link_rules())
+
+
+@task(name="build-vector-indexes", cache_policy=NO_CACHE, **IO_RETRIES)
+def build_indexes() -> list[str]:
+    return build_vector_indexes(target_dsn(), list(SEARCHABLE))
+
+
+@task(name="verify", task_run_name="verify-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def verify_target(tenant: str, tenant_id: str) -> dict:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return verify(conn, tenant, tenant_id, model_spec().model_id)
+
+
+@task(name="finish-run", cache_policy=NO_CACHE, **IO_RETRIES)
+def finish_run(run_id: str, summary: dict, status: str, error: str | None = None) -> None:
+    with connect(target_dsn(), autocommit=True) as conn:
+        runs.finish_run(conn, run_id, summary, status, error)
+
+
+def load_entity(table: str, rows: list[dict], tenant: str, batch_size: int) -> LoadResult:
+    """One copy-batch task per batch; their results summed."""
+    total = LoadResult(table)
+    for batch_no, start in enumerate(range(0, len(rows), batch_size), start=1):
+        r = copy_batch(table, tenant, batch_no, rows[start:start + batch_size])
+        total.loaded += r.loaded
+        total.written += r.written
+        total.batches += 1
+        total.retries += r.retries
+        total.failed += r.failed
+    return total
+
+
+def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
+    """Embed and load every entity of the slice, then its junction rows; quarantine rejects."""
+    tenant, spec = part.tenant, model_spec()
+    counts: dict[str, dict] = {}
+    for entity, s in part.entities.items():
+        rows = rows_for_load(s.rows)
+        derived = {"knowledge_chunks": chunk_documents(rows, str(tenant.id))} if entity == "knowledge_documents" else {}
+        for table, table_rows in [(entity, rows), *derived.items()]:
+            texts = with_hashes(table, table_rows, spec.model_id)
+            stats = embed(table, tenant.slug, texts, [r["content_sha256"] for r in table_rows]) if texts else EmbedStats()
+            result = load_entity(table, table_rows, tenant.slug, batch_size)
+            rejects = [(q["legacy_key"], q["reason"], q["payload"]) for q in s.quarantined.iter_rows(named=True)] \
+                if table == entity else []
+            rejects += [(row.get("legacy_key"), f"database refused the row: {reason}", row)
+                        for row, reason in result.failed]
+            write_quarantine(run_id, tenant.slug, table, rejects)
+            read = s.read if table == entity else len(table_rows)
+            counts[table] = {"read": read, "loaded": result.loaded, "quarantined": len(rejects),
+                             "skipped": s.skipped if table == entity else 0, "embedded": stats.embedded,
+                             "reused": stats.reused, "written": result.written, "retries": result.retries}
+        if derived:
+            prune_chunks(str(tenant.id), [r["id"] for r in rows], [r["id"] for r in derived["knowledge_chunks"]])
+    junctions = {}
+    for junction, frame in part.junctions.items():
+        result = load_entity(junction, frame.to_dicts(), tenant.slug, batch_size)
+        write_quarantine(run_id, tenant.slug, junction, [(None, f"database refused the row: {reason}", row)
+                                                          for row, reason in result.failed])
+        junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed)}
+    return {"entities": counts, "junctions": junctions}
+
+
 @flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True)
 def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str] | None = None,
                    dry_run: bool = False, batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
-    """Extract -> normalize -> (embed -> load -> link) -> verify -> report, for one tenant.
+    """Extract -> normalize -> embed -> load -> link -> verify -> report, for one tenant.
 
     tenant: slug from rules/tenants.yaml. manifest: sources manifest (default: the bundled
     sample). entities: a subset (default: all in the manifest). dry_run: extract, normalize and
-    validate, then report; write nothing. batch_size: rows per read batch."""
+    validate, then report; write nothing. batch_size: rows per read and per load batch."""
     logger = get_run_logger()
-    if not dry_run:
-        raise ConfigError("migrate-tenant can only dry-run in this version (dry_run=True): "
-                          "embedding and loading into the target are not built yet")
     m, rules, wanted = load_inputs(manifest, tenant, entities)
     labels = read_tenant_labels(m)
     normalized, sources = {}, {}
@@ -75,8 +193,28 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
                     normalized[entity].rows.height, normalized[entity].rejects.height)
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant))
     summary = assert_json(tenant_summary(part, normalized, sources, dry_run=dry_run))
+    if not dry_run:
+        params = {"tenant": tenant, "manifest": str(m.path), "entities": wanted, "batch_size": batch_size,
+                  "model": model_spec().model_id, "flow_run": str(getattr(FlowRunContext.get(), "flow_run", None)
+                                                                   and FlowRunContext.get().flow_run.id)}
+        run_id = start_run(tenant, params)
+        try:
+            loaded = load_tenant(part, run_id, batch_size)
+            summary["entities"] = {e: {k: c[k] for k in ("read", "loaded", "quarantined", "skipped", "embedded",
+                                                         "reused")} for e, c in loaded["entities"].items()}
+            summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}
+            summary["similarity_links"] = link_similar(str(part.tenant.id))
+            summary["indexes_built"] = build_indexes()
+            summary["run_id"] = run_id
+            summary["reconciled"] = all(c["read"] == c["loaded"] + c["quarantined"] + c["skipped"]
+                                        for c in summary["entities"].values())
+            finish_run(run_id, summary, "completed")
+        except Exception as exc:
+            finish_run(run_id, summary, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        summary["verify"] = verify_target(tenant, str(part.tenant.id))
     report = migration_report_markdown(summary)
     print(report)
     publish_markdown(f"migrate-{tenant}", report, f"migrate-tenant {tenant}: counts and findings")
     publish_table(f"quarantine-{tenant}", summary["quarantine"], f"Quarantined rows for {tenant}")
-    return summary
+    return assert_json(summary)

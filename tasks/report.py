@@ -69,6 +69,14 @@ def migration_report_markdown(summary: dict) -> str:
                   for j, c in summary["junctions"].items()]
     if summary["findings"]:
         lines += ["", "## Data-quality findings", ""] + [f"- {f}" for f in summary["findings"]]
+    if summary.get("similarity_links"):
+        lines += ["", "Links by embedding similarity (mapping_source ml_model): "
+                  + ", ".join(f"{j} {n}" for j, n in summary["similarity_links"].items())]
+    if summary.get("verify"):
+        v = summary["verify"]
+        lines += ["", f"## verify-tenant: {'passed' if v['passed'] else 'FAILED'}", ""]
+        lines += [f"- {'ok' if c['passed'] else 'FAILED'}: {c['check']} ({c['detail']})" for c in v["checks"]
+                  if not c["passed"] or not c["check"].startswith(("reconciled: ", "rows in target: "))]
     if summary["quarantine"]:
         reasons: dict[str, int] = {}
         for q in summary["quarantine"]:

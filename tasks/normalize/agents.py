@@ -28,9 +28,11 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
     else:
         area, area_rule = area_of({"department": department, "name": name, "display_name": display_name,
                                    "description": description}, "agents", rules)
+    capabilities = r.parse("capabilities", parse_list)
+    domains = r.parse("knowledge_domains", parse_list)
     links = {
-        "agent_capabilities": [(key, c, None) for c in r.parse("capabilities", parse_list)],
-        "agent_knowledge_domains": [(key, d, None) for d in r.parse("knowledge_domains", parse_list)],
+        "agent_capabilities": [(key, c, None) for c in capabilities],
+        "agent_knowledge_domains": [(key, d, None) for d in domains],
         "agent_tools": [(key, t, None) for t in r.parse("tools", parse_list)],
         "agent_relations": [(key, other, kind) for column, kind in RELATIONS.items()
                             for other in r.parse(column, parse_uuid_list)],
@@ -58,8 +60,10 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
         "color": r.get("color"),
         "legacy_created_at": r.parse("created_at", parse_timestamp),
         "legacy_updated_at": r.parse("updated_at", parse_timestamp),
+        # the arrays stay on the row too: elements that resolve to no row are not lost
         "metadata": {"functional_area_rule": area_rule, "legacy_status": status_raw,
-                     "legacy_business_function": business_function},
+                     "legacy_business_function": business_function, "legacy_capabilities": capabilities,
+                     "legacy_knowledge_domains": domains},
         "_aliases": [name, display_name],
         "_links": links,
     }

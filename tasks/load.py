@@ -1,0 +1,212 @@
+"""Loading: binary COPY into a temporary staging table, then one INSERT ... ON CONFLICT DO
+UPDATE into the target, one transaction per batch.
+
+- Staging columns are text; the INSERT casts each to the target column's type, so a bad value
+  fails inside the database with its own message.
+- Unchanged rows are not touched (the update runs only WHERE the values are DISTINCT), so a
+  re-run with no source change changes nothing, updated_at included.
+- Searchable tables take their vector from etl.embedding_cache by (model, content_sha256).
+- Transient errors (connection lost, serialization failure, deadlock) retry the batch on a new
+  connection (tenacity). A batch that fails for a data reason is bisected until the bad rows
+  are isolated; they are returned for quarantine with the database's message, the rest loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from tasks.db import connect
+from tasks.errors import TransientError
+from tasks.retry import is_transient
+
+log = logging.getLogger(__name__)
+DATA_ERRORS = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.InvalidTextRepresentation)
+SKIP_UPDATE = {"id", "created_at", "updated_at"}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A target table as the loader needs it: column types, conflict key, vector column."""
+
+    name: str
+    types: dict[str, str]
+    key: tuple[str, ...]
+    has_embedding: bool
+
+
+def table_spec(conn: psycopg.Connection, table: str) -> TableSpec:
+    rows = conn.execute(
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+        (table,)).fetchall()
+    key = conn.execute(
+        """SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i
+           CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           WHERE i.indrelid = %s::regclass AND i.indisprimary""", (table,)).fetchone()[0]
+    types = dict(rows)
+    return TableSpec(table, types, tuple(key), "embedding" in types)
+
+
+def to_text(value) -> str | None:
+    """A Python value as PostgreSQL input text (the staging table is all text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, (list, tuple)):
+        items = []
+        for x in value:
+            if x is None:
+                items.append("NULL")
+            else:
+                x = to_text(x)
+                items.append('"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        return "{" + ",".join(items) + "}"
+    return str(value)
+
+
+@dataclass
+class LoadResult:
+    table: str
+    loaded: int = 0          # rows inserted or updated, or already equal
+    written: int = 0         # rows actually inserted or changed
+    batches: int = 0
+    retries: int = 0
+    failed: list[tuple[dict, str]] = field(default_factory=list)  # (row, database error)
+
+
+def _statements(spec: TableSpec, columns: list[str]) -> tuple[sql.Composed, sql.Composed, sql.Composed]:
+    ident = sql.Identifier
+    stage_cols = sql.SQL(", ").join(sql.SQL("{} text").format(ident(c)) for c in columns)
+    create = sql.SQL("CREATE TEMP TABLE vital_stage ({}) ON COMMIT DROP").format(stage_cols)
+    copy = sql.SQL("COPY vital_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.SQL(", ").join(map(ident, columns)))
+    targets = list(columns)
+    selects = [sql.SQL("s.{}::{}").format(ident(c), sql.SQL(spec.types[c])) for c in columns]
+    join = sql.SQL("")
+    if spec.has_embedding and "content_sha256" in columns and "embedding_model" in columns:
+        targets.append("embedding")
+        selects.append(sql.SQL("c.embedding"))
+        join = sql.SQL(" LEFT JOIN etl.embedding_cache c ON c.model = s.embedding_model "
+                       "AND c.content_sha256 = s.content_sha256")
+    update = [c for c in targets if c not in SKIP_UPDATE and c not in spec.key]
+    if update:
+        sets = [sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c)) for c in update]
+        if "updated_at" in spec.types:
+            sets.append(sql.SQL("updated_at = now()"))
+        on_conflict = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sets),
+            sql.SQL(", ").join(sql.SQL("t.{}").format(ident(c)) for c in update),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(ident(c)) for c in update))
+    else:
+        on_conflict = sql.SQL("DO NOTHING")
+    insert = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM vital_stage s{} ON CONFLICT ({}) {}").format(
+        ident(spec.name), sql.SQL(", ").join(map(ident, targets)), sql.SQL(", ").join(selects), join,
+        sql.SQL(", ").join(map(ident, spec.key)), on_conflict)
+    return create, copy, insert
+
+
+def _write_batch(conn: psycopg.Connection, statements, columns: list[str], rows: list[dict],
+                 on_batch: Callable | None) -> int:
+    create, copy_sql, insert = statements
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(create)
+        with cur.copy(copy_sql) as copy:
+            copy.set_types(["text"] * len(columns))
+            for row in rows:
+                copy.write_row([to_text(row.get(c)) for c in columns])
+        if on_batch:
+            on_batch(conn)
+        cur.execute(insert)
+        return cur.rowcount
+
+
+def load_rows(dsn: str, table: str, rows: list[dict], batch_size: int = 1000,
+              on_batch: Callable[[psycopg.Connection], None] | None = None, attempts: int = 4) -> LoadResult:
+    """Upsert `rows` (dicts of column -> value; unknown keys ignored) into `table`."""
+    result = LoadResult(table)
+    if not rows:
+        return result
+    conn_box: dict = {}
+
+    def conn() -> psycopg.Connection:
+        if conn_box.get("c") is None or conn_box["c"].closed or conn_box["c"].broken:
+            conn_box["c"] = connect(dsn, autocommit=True, application_name="vital-etl-loader")
+        return conn_box["c"]
+
+    spec = table_spec(conn(), table)
+    columns = [c for c in spec.types if any(c in r for r in rows[:50]) and c != "embedding"]
+    statements = _statements(spec, columns)
+
+    def attempt(batch: list[dict]) -> int:
+        for tryno in Retrying(stop=stop_after_attempt(attempts), reraise=True,
+                              wait=wait_exponential_jitter(initial=0.2, max=5),
+                              retry=retry_if_exception(is_transient)):
+            with tryno:
+                if tryno.retry_state.attempt_number > 1:
+                    result.retries += 1
+                    log.warning("%s: retrying a batch of %d rows after a transient error (attempt %d)",
+                                table, len(batch), tryno.retry_state.attempt_number)
+                return _write_batch(conn(), statements, columns, batch, on_batch)
+        raise AssertionError("unreachable")
+
+    def load(batch: list[dict]) -> None:
+        try:
+            result.written += attempt(batch)
+            result.loaded += len(batch)
+        except DATA_ERRORS as exc:
+            if len(batch) == 1:
+                diag = exc.diag
+                reason = (diag.message_primary or str(exc)).strip()
+                if diag.message_detail:
+                    reason += f" ({diag.message_detail.strip()})"
+                result.failed.append((batch[0], reason))
+                return
+            mid = len(batch) // 2
+            load(batch[:mid])
+            load(batch[mid:])
+
+    try:
+        for start in range(0, len(rows), batch_size):
+            result.batches += 1
+            load(rows[start:start + batch_size])
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"{table}: the database connection failed {attempts} times: {exc}") from None
+    finally:
+        if conn_box.get("c") is not None:
+            conn_box["c"].close()
+    return result
+
+
+def build_vector_indexes(dsn: str, tables: list[str]) -> list[str]:
+    """HNSW (cosine) on each table's embedding, after the bulk load, with a raised
+    maintenance_work_mem (VITAL_MAINTENANCE_WORK_MEM, default 1GB). Existing indexes are kept."""
+    made = []
+    mem = os.environ.get("VITAL_MAINTENANCE_WORK_MEM", "1GB")
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(mem)))
+        for table in tables:
+            name = f"{table}_embedding_hnsw"
+            if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+                conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                    sql.Identifier(name), sql.Identifier(table)))
+                made.append(name)
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+    return made

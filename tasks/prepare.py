@@ -1,0 +1,32 @@
+"""Rows ready for the loader: a tenant's normalized rows as dicts of target columns, with the
+provenance (source, row, tenant rule) folded into metadata and the embedding hash set."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from tasks.embed import SEARCHABLE, texts_and_hashes
+
+PROVENANCE = {"_source": "source", "_row": "source_row", "tenant_rule": "tenant_rule"}
+
+
+def rows_for_load(frame: pl.DataFrame) -> list[dict]:
+    rows = []
+    for r in frame.iter_rows(named=True):
+        meta = json.loads(r.get("metadata") or "{}")
+        meta.update({name: r[col] for col, name in PROVENANCE.items() if r.get(col) is not None})
+        r["metadata"] = meta
+        rows.append(r)
+    return rows
+
+
+def with_hashes(entity: str, rows: list[dict], model_id: str) -> list[str]:
+    """Set embedding_model and content_sha256 on searchable rows; returns their texts."""
+    if entity not in SEARCHABLE:
+        return []
+    texts, hashes = texts_and_hashes(entity, rows, model_id)
+    for row, h in zip(rows, hashes):
+        row["embedding_model"], row["content_sha256"] = model_id, h
+    return texts

@@ -1,0 +1,110 @@
+"""verify-tenant's checks, against the target database: every source row accounted for, no
+NULL functional areas, every junction row resolving, embedding coverage with the current
+model, and Row Level Security isolation seen as a non-owner role."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from tasks.embed import SEARCHABLE
+from tasks.normalize.resolve import JUNCTIONS
+from tasks.runs import last_run
+
+CATALOGUE = ("org_functions", "org_departments", "org_roles", "org_responsibilities", "capabilities", "tools",
+             "knowledge_domains", "knowledge_documents", "knowledge_chunks", "personas", "jobs_to_be_done",
+             "agents", "prompts")
+VERIFY_ROLE = "vital_etl_verifier"
+
+
+def _count(conn, table: str, tenant_id: str, where: str = "TRUE") -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND " + where)
+                        .format(sql.Identifier(table)), (tenant_id,)).fetchone()[0]
+
+
+def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id: str) -> dict:
+    checks: list[dict] = []
+
+    def check(name: str, passed: bool, detail: str) -> None:
+        checks.append({"check": name, "passed": bool(passed), "detail": detail})
+
+    run = last_run(conn, "migrate-tenant", tenant_slug)
+    entities = (run or {}).get("counts", {}).get("entities", {})
+    if run is None:
+        check("reconciled", False, "no completed migrate-tenant run for this tenant")
+    for entity, c in entities.items():
+        ok = c["read"] == c["loaded"] + c["quarantined"] + c["skipped"]
+        check(f"reconciled: {entity}", ok, f"read {c['read']} = loaded {c['loaded']} + quarantined "
+              f"{c['quarantined']} + skipped {c['skipped']}")
+        if entity in CATALOGUE and (not c.get("partial")):
+            rows = _count(conn, entity, tenant_id)
+            check(f"rows in target: {entity}", rows >= c["loaded"],
+                  f"{rows} rows in {entity}, the last run loaded {c['loaded']}")
+    for table in ("jobs_to_be_done", "agents"):
+        nulls = _count(conn, table, tenant_id, "functional_area IS NULL")
+        check(f"functional_area set: {table}", nulls == 0, f"{nulls} rows without a functional area")
+    junctions = {}
+    for junction, (a_entity, b_entity, a_col, b_col, _) in JUNCTIONS.items():
+        total = _count(conn, junction, tenant_id)
+        orphans = conn.execute(sql.SQL(
+            """SELECT count(*) FROM {j} x WHERE x.tenant_id = %s AND (
+                 NOT EXISTS (SELECT 1 FROM {a} WHERE id = x.{ac} AND tenant_id = x.tenant_id) OR
+                 NOT EXISTS (SELECT 1 FROM {b} WHERE id = x.{bc} AND tenant_id = x.tenant_id))""").format(
+            j=sql.Identifier(junction), a=sql.Identifier(a_entity), b=sql.Identifier(b_entity),
+            ac=sql.Identifier(a_col), bc=sql.Identifier(b_col)), (tenant_id,)).fetchone()[0]
+        junctions[junction] = total
+        if total:
+            check(f"junction resolves: {junction}", orphans == 0, f"{orphans} of {total} rows point nowhere")
+    coverage = {}
+    for table in SEARCHABLE:
+        total = _count(conn, table, tenant_id)
+        current = conn.execute(sql.SQL(
+            "SELECT count(*) FROM {} WHERE tenant_id = %s AND embedding IS NOT NULL AND embedding_model = %s")
+            .format(sql.Identifier(table)), (tenant_id, model_id)).fetchone()[0]
+        coverage[table] = {"rows": total, "embedded": current}
+        check(f"embedding coverage: {table}", current == total,
+              f"{current} of {total} rows embedded with {model_id}")
+    check(*_rls_check(conn, tenant_id))
+    return {"tenant": tenant_slug, "passed": all(c["passed"] for c in checks), "checks": checks,
+            "entities": entities, "junctions": junctions, "embedding_coverage": coverage,
+            "last_run": run and {k: run[k] for k in ("id", "finished_at")}}
+
+
+def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str]:
+    """As a NOLOGIN role that does not own the tables: with app.tenant_id set, only this
+    tenant's rows are visible in every tenant-scoped table; with none set, no rows."""
+    tables = [r[0] for r in conn.execute(
+        """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+           WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' ORDER BY 1""")]
+    try:
+        with conn.transaction():
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (VERIFY_ROLE,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(VERIFY_ROLE)))
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(conn.execute("SELECT current_schema()").fetchone()[0]), sql.Identifier(VERIFY_ROLE)))
+            for t in tables:
+                conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(t), sql.Identifier(VERIFY_ROLE)))
+    except psycopg.Error as exc:
+        return "row level security", False, f"could not set up role {VERIFY_ROLE}: {exc.diag.message_primary}"
+    problems = []
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(VERIFY_ROLE)))
+        for t in tables:
+            none = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+            if none:
+                problems.append(f"{t}: {none} rows visible with no tenant set")
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+        seen = {}
+        for t in tables:
+            other, mine = conn.execute(sql.SQL(
+                "SELECT count(*) FILTER (WHERE tenant_id <> %s), count(*) FILTER (WHERE tenant_id = %s) FROM {}")
+                .format(sql.Identifier(t)), (tenant_id, tenant_id)).fetchone()
+            seen[t] = mine
+            if other:
+                problems.append(f"{t}: {other} rows of other tenants visible")
+    for t in tables:
+        owner_sees = _count(conn, t, tenant_id)
+        if owner_sees != seen[t]:
+            problems.append(f"{t}: the role sees {seen[t]} of the tenant's {owner_sees} rows")
+    return ("row level security", not problems,
+            "; ".join(problems) if problems else f"{len(tables)} tables isolated for {VERIFY_ROLE}")
