@@ -98,6 +98,12 @@ def write_quarantine(run_id: str, tenant: str, entity: str, rows: list) -> int:
         return runs.quarantine(conn, run_id, tenant, entity, rows)
 
 
+@task(name="record-ids", task_run_name="record-ids-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def record_ids(tenant: str, entity: str, pairs: list[tuple[str, str]]) -> None:
+    with connect(target_dsn(), autocommit=True) as conn:
+        runs.record_ids(conn, tenant, entity, pairs)
+
+
 @task(name="prune-chunks", cache_policy=NO_CACHE, **IO_RETRIES)
 def prune_chunks(tenant_id: str, document_ids: list[str], chunk_ids: list[str]) -> int:
     """Chunks are derived rows: those of re-chunked documents that no longer exist go."""
@@ -158,6 +164,9 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
             rejects += [(row.get("legacy_key"), f"database refused the row: {reason}", row)
                         for row, reason in result.failed]
             write_quarantine(run_id, tenant.slug, table, rejects)
+            failed_keys = {row.get("legacy_key") for row, _ in result.failed}
+            record_ids(tenant.slug, table, [(r["legacy_key"], r["id"]) for r in table_rows
+                                            if r["legacy_key"] not in failed_keys])
             read = s.read if table == entity else len(table_rows)
             counts[table] = {"read": read, "loaded": result.loaded, "quarantined": len(rejects),
                              "skipped": s.skipped if table == entity else 0, "embedded": stats.embedded,

@@ -4,6 +4,9 @@
     vital-etl bootstrap [--dry-run]     run the bootstrap-schema flow on the target
     vital-etl sample [--scale N]        build the bundled sample (legacy tables + export files)
     vital-etl migrate --tenant T ...    run the migrate-tenant flow for one tenant
+    vital-etl verify --tenant T         run the verify-tenant flow
+    vital-etl backfill [--tenant T]     run the backfill-embeddings flow
+    vital-etl undo --tenant T --confirm T   remove everything the tenant's migration loaded
 """
 
 from __future__ import annotations
@@ -73,6 +76,31 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from flows.verify import verify_tenant
+
+    summary = verify_tenant(tenant=args.tenant)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from flows.backfill import backfill_embeddings
+
+    entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
+    result = backfill_embeddings(tenant=args.tenant, entities=entities, batch_size=args.batch_size)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _undo(args: argparse.Namespace) -> int:
+    from flows.undo import undo_tenant
+
+    undo_tenant(tenant=args.tenant, confirm=args.confirm)
+    return 0
+
+
 def _local_prefect_defaults() -> None:
     """Local runs keep Prefect's state in VITAL_HOME and send no analytics (DESIGN §9)."""
     home = vital_home() / "prefect"
@@ -107,6 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     mig.add_argument("--batch-size", type=int, default=5000, help="rows per read batch")
     mig.add_argument("--json", action="store_true", help="also print the summary as JSON")
     mig.set_defaults(func=_migrate)
+    ver = sub.add_parser("verify", help="verify one tenant's migration (flow verify-tenant)")
+    ver.add_argument("--tenant", required=True)
+    ver.add_argument("--json", action="store_true")
+    ver.set_defaults(func=_verify)
+    bf = sub.add_parser("backfill", help="embed missing, stale or other-model rows (flow backfill-embeddings)")
+    bf.add_argument("--tenant", help="one tenant (default: all)")
+    bf.add_argument("--entities", help="comma-separated searchable tables (default: all)")
+    bf.add_argument("--batch-size", type=int, default=1000)
+    bf.set_defaults(func=_backfill)
+    undo = sub.add_parser("undo", help="remove everything a tenant's migration loaded (flow undo-tenant)")
+    undo.add_argument("--tenant", required=True)
+    undo.add_argument("--confirm", help="the tenant slug again, to confirm")
+    undo.set_defaults(func=_undo)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -157,7 +157,7 @@ def load_rows(dsn: str, table: str, rows: list[dict], batch_size: int = 1000,
 
     def attempt(batch: list[dict]) -> int:
         for tryno in Retrying(stop=stop_after_attempt(attempts), reraise=True,
-                              wait=wait_exponential_jitter(initial=0.2, max=5),
+                              wait=wait_exponential_jitter(multiplier=0.2, max=5),
                               retry=retry_if_exception(is_transient)):
             with tryno:
                 if tryno.retry_state.attempt_number > 1:

@@ -93,3 +93,10 @@ def publish_table(key: str, rows: list[dict], description: str) -> None:
     if not rows or (FlowRunContext.get() is None and TaskRunContext.get() is None):
         return
     create_table_artifact(key=key, table=rows, description=description)
+
+
+def verify_report_markdown(summary: dict) -> str:
+    lines = [f"# verify-tenant `{summary['tenant']}`: {'passed' if summary['passed'] else 'FAILED'}", "",
+             "| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c['check']} | {'ok' if c['passed'] else '**FAILED**'} | {c['detail']} |" for c in summary["checks"]]
+    return "\n".join(lines) + "\n"

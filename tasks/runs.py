@@ -47,3 +47,13 @@ def last_run(conn: psycopg.Connection, flow: str, tenant: str) -> dict | None:
         return None
     return {"id": str(row[0]), "status": row[1], "counts": row[2], "started_at": str(row[3]),
             "finished_at": str(row[4])}
+
+
+def record_ids(conn: psycopg.Connection, tenant: str, entity: str, pairs: list[tuple[str, str]]) -> None:
+    """etl.id_map: which target id each legacy key became (first seen kept)."""
+    if not pairs:
+        return
+    conn.execute(
+        """INSERT INTO etl.id_map (tenant_slug, entity, legacy_key, id)
+           SELECT %s, %s, k, i FROM unnest(%s::text[], %s::uuid[]) AS x(k, i)
+           ON CONFLICT DO NOTHING""", (tenant, entity, [k for k, _ in pairs], [i for _, i in pairs]))

@@ -1,0 +1,140 @@
+"""migrate-tenant for real on the bundled sample: load, re-run, faults, undo, model switch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import bootstrap
+
+from flows.backfill import backfill_embeddings
+from flows.migrate import migrate_tenant
+from flows.undo import undo_tenant
+from flows.verify import verify_tenant
+from sources import sample
+from tasks.identity import tenant_id
+from tasks.verify import CATALOGUE
+
+TABLES = list(CATALOGUE) + ["agent_capabilities", "agent_knowledge_domains", "agent_relations",
+                            "capability_dependencies", "role_responsibilities", "department_roles",
+                            "function_departments", "function_roles", "jtbd_personas", "agent_jtbds"]
+CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "vital-etl"
+
+
+def contents(dsn: str, tenant: str | None = None) -> dict:
+    """Every catalogue and junction row, without timestamps, per table."""
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        for table in TABLES:
+            cols = [r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND table_schema = 'public' "
+                "AND column_name NOT IN ('created_at', 'updated_at') ORDER BY 1", (table,))]
+            where = "WHERE tenant_id = %s" if tenant else ""
+            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {table} {where} ORDER BY 1, 2, 3",
+                                [str(tenant_id(tenant))] if tenant else []).fetchall()
+            out[table] = [tuple(str(v) for v in r) for r in rows]
+    return out
+
+
+@pytest.fixture
+def sample_env(fresh_dsn, pg_server, monkeypatch, prefect_harness):
+    """A built sample (legacy DB + files) and a bootstrapped, empty target."""
+    source = pg_server.dsn(f"src_{fresh_dsn.rsplit('/', 1)[-1].split('?')[0]}")
+    monkeypatch.setenv("VITAL_SOURCE_DSN", source)
+    monkeypatch.setenv("VITAL_TARGET_DSN", fresh_dsn)
+    s = sample.generate()
+    sample.write_files(s, sample.sample_dir())
+    sample.build_legacy_db(s, source)
+    bootstrap(fresh_dsn)
+    return {"source": source, "target": fresh_dsn}
+
+
+def test_migrate_rerun_change_undo(sample_env):
+    target = sample_env["target"]
+    first = migrate_tenant(tenant="pharma")
+    assert first["reconciled"] and first["verify"]["passed"]
+    assert first["entities"]["agents"]["loaded"] == 36 and first["entities"]["agents"]["quarantined"] == 5
+    assert sum(c["embedded"] for c in first["entities"].values()) > 100
+    with psycopg.connect(target) as conn:
+        quarantined = conn.execute("SELECT count(*) FROM etl.quarantine WHERE run_id = %s",
+                                   (first["run_id"],)).fetchone()[0]
+        assert quarantined == sum(c["quarantined"] for c in first["entities"].values()) == 10
+        assert conn.execute("SELECT status FROM etl.runs WHERE id = %s", (first["run_id"],)).fetchone()[0] == "completed"
+    before = contents(target)
+
+    second = migrate_tenant(tenant="pharma")
+    assert sum(c["embedded"] for c in second["entities"].values()) == 0
+    assert contents(target) == before
+
+    # one changed source row: exactly that row is re-embedded
+    with psycopg.connect(sample_env["source"]) as conn:
+        conn.execute("UPDATE agents SET description = 'Now about pharmacovigilance signal triage.' "
+                     "WHERE id = (SELECT id FROM agents ORDER BY id OFFSET 10 LIMIT 1)")
+    third = migrate_tenant(tenant="pharma")
+    assert {e: c["embedded"] for e, c in third["entities"].items() if c["embedded"]} == {"agents": 1}
+
+    dh = migrate_tenant(tenant="digital-health")
+    assert dh["verify"]["passed"]
+    dh_before = contents(target, "digital-health")
+    removed = undo_tenant(tenant="pharma", confirm="pharma")
+    assert removed["agents"] == 36 and removed["etl.runs"] == 3
+    assert all(rows == [] for rows in contents(target, "pharma").values())
+    assert contents(target, "digital-health") == dh_before
+
+
+def test_undo_needs_the_slug_twice(sample_env):
+    from tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"to confirm, pass confirm='pharma' \(got 'pharm'\). Nothing was removed."):
+        undo_tenant(tenant="pharma", confirm="pharm")
+
+
+def test_backfill_after_a_model_switch_reembeds_every_row(sample_env, monkeypatch):
+    from tasks.settings import model_spec
+
+    migrate_tenant(tenant="pharma")
+    monkeypatch.setenv("VITAL_EMBEDDING_MODEL", str(model_spec().path))  # same weights ...
+    monkeypatch.setenv("VITAL_EMBEDDING_MODEL_ID", "test/minilm-renamed")  # ... under another id
+    with pytest.raises(Exception, match="embedding coverage"):
+        verify_tenant(tenant="pharma")
+    result = backfill_embeddings(tenant="pharma")
+    assert all(r["stale"] == r["rows"] for r in result.values())
+    assert sum(r["rows"] for r in result.values()) > 150
+    again = backfill_embeddings(tenant="pharma")
+    assert all(r["stale"] == 0 for r in again.values())
+    with psycopg.connect(sample_env["target"]) as conn:
+        models = {r[0] for r in conn.execute("SELECT DISTINCT embedding_model FROM agents")}
+    assert models == {"test/minilm-renamed"}
+    assert verify_tenant(tenant="pharma")["passed"]
+
+
+def test_a_run_killed_with_sigkill_and_restarted_ends_like_an_uninterrupted_run(sample_env, pg_server, prefect_env):
+    env = {**prefect_env, "VITAL_SOURCE_DSN": sample_env["source"], "VITAL_TARGET_DSN": sample_env["target"]}
+    cmd = [str(CLI), "migrate", "--tenant", "pharma", "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    with psycopg.connect(sample_env["target"], autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM org_roles").fetchone()[0] > 0:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = contents(sample_env["target"])
+    assert interrupted["org_roles"] and not interrupted["prompts"], "killed part-way"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    clean = pg_server.dsn("clean_" + sample_env["target"].rsplit("/", 1)[-1].split("?")[0])
+    bootstrap(clean)
+    done = subprocess.run(cmd, env={**env, "VITAL_TARGET_DSN": clean}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert contents(sample_env["target"]) == contents(clean)

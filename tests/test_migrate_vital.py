@@ -1,0 +1,71 @@
+"""The real VITAL exports (../shared/vital) migrated end to end for both tenants, with the
+real embedding model: verify passes, and similarity search finds the right agent."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import SHARED_VITAL, bootstrap
+from pgvector.psycopg import register_vector
+from test_migrate_sample import contents
+from test_vital_dry_run import MANIFEST
+
+from flows.migrate import migrate_tenant
+from flows.verify import verify_tenant
+from tasks.identity import tenant_id
+from tasks.model import encode
+from tasks.settings import model_spec
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not SHARED_VITAL.is_dir(), reason="../shared/vital is not beside this checkout")]
+
+
+@pytest.fixture(scope="module")
+def migrated(pg_server, prefect_harness):
+    dsn = pg_server.dsn("vital_e2e")
+    bootstrap(dsn)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VITAL_TARGET_DSN", dsn)
+    runs = {t: migrate_tenant(tenant=t, manifest=str(MANIFEST)) for t in ("pharma", "digital-health")}
+    yield dsn, runs
+    mp.undo()
+
+
+def test_both_tenants_migrate_and_verify(migrated):
+    dsn, runs = migrated
+    for tenant, summary in runs.items():
+        assert summary["reconciled"], tenant
+        assert summary["verify"]["passed"], [c for c in summary["verify"]["checks"] if not c["passed"]]
+        assert verify_tenant(tenant=tenant)["passed"]
+    assert runs["pharma"]["entities"]["agents"]["loaded"] == 253
+    assert runs["digital-health"]["entities"]["agents"]["loaded"] == 11
+    assert runs["pharma"]["entities"]["prompts"]["loaded"] == 1000
+    # the second tenant's texts were already in the content-addressed cache
+    assert runs["digital-health"]["entities"]["prompts"]["embedded"] == 0
+    assert runs["digital-health"]["entities"]["prompts"]["reused"] == 1000
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs_to_be_done WHERE functional_area IS NULL").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM knowledge_chunks").fetchone()[0] > 1000
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE '%embedding_hnsw'").fetchone()[0] == 7
+
+
+def test_knn_finds_a_pharmacovigilance_agent_for_pharma(migrated):
+    dsn, _ = migrated
+    query = encode(model_spec(), ["pharmacovigilance signal detection in adverse event reports"])[0]
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        rows = conn.execute(
+            """SELECT display_name, description, functional_area FROM agents WHERE tenant_id = %s
+               ORDER BY embedding <=> %s LIMIT 3""", (str(tenant_id("pharma")), query)).fetchall()
+    name, description, area = rows[0]
+    text = f"{name} {description}".lower()
+    assert any(w in text for w in ("pharmacovigilance", "signal", "safety", "adverse")), rows
+    assert area == "Regulatory"
+
+
+def test_a_second_run_embeds_nothing_and_changes_nothing(migrated):
+    dsn, _ = migrated
+    before = contents(dsn, "pharma")
+    again = migrate_tenant(tenant="pharma", manifest=str(MANIFEST))
+    assert sum(c["embedded"] for c in again["entities"].values()) == 0
+    assert contents(dsn, "pharma") == before
