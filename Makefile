@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 help:
 	@echo "make setup      create .venv and install vital-etl with its dependencies"
-	@echo "make demo       embedded PostgreSQL, the bundled sample, bootstrap-schema, a dry run per tenant"
+	@echo "make demo       embedded PostgreSQL, the bundled sample, bootstrap-schema, migrate-tenant per tenant"
 	@echo "make test       run the test suite (sets up first)"
 	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
 	@echo "make sample     build the bundled sample: legacy tables in the source DB, export files in VITAL_HOME"
@@ -48,8 +48,8 @@ sample: setup db-start
 demo: setup db-start
 	$(BIN)/vital-etl sample
 	$(BIN)/vital-etl bootstrap
-	$(BIN)/vital-etl migrate --tenant pharma --dry-run
-	$(BIN)/vital-etl migrate --tenant digital-health --dry-run
+	$(BIN)/vital-etl migrate --tenant pharma
+	$(BIN)/vital-etl migrate --tenant digital-health
 
 test: setup
 	mkdir -p $(PREFECT_HOME)

@@ -152,6 +152,7 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
     """Embed and load every entity of the slice, then its junction rows; quarantine rejects."""
     tenant, spec = part.tenant, model_spec()
     counts: dict[str, dict] = {}
+    refused: list[dict] = []
     for entity, s in part.entities.items():
         rows = rows_for_load(s.rows)
         derived = {"knowledge_chunks": chunk_documents(rows, str(tenant.id))} if entity == "knowledge_documents" else {}
@@ -164,6 +165,9 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
             rejects += [(row.get("legacy_key"), f"database refused the row: {reason}", row)
                         for row, reason in result.failed]
             write_quarantine(run_id, tenant.slug, table, rejects)
+            refused += [{"entity": table, "source": row.get("_source"), "row": row.get("_row"),
+                         "legacy_key": row.get("legacy_key"), "reason": f"database refused the row: {reason}"}
+                        for row, reason in result.failed]
             failed_keys = {row.get("legacy_key") for row, _ in result.failed}
             record_ids(tenant.slug, table, [(r["legacy_key"], r["id"]) for r in table_rows
                                             if r["legacy_key"] not in failed_keys])
@@ -179,7 +183,7 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
         write_quarantine(run_id, tenant.slug, junction, [(None, f"database refused the row: {reason}", row)
                                                           for row, reason in result.failed])
         junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed)}
-    return {"entities": counts, "junctions": junctions}
+    return {"entities": counts, "junctions": junctions, "refused": refused}
 
 
 @flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True)
@@ -212,6 +216,7 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
             summary["entities"] = {e: {k: c[k] for k in ("read", "loaded", "quarantined", "skipped", "embedded",
                                                          "reused")} for e, c in loaded["entities"].items()}
             summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}
+            summary["quarantine"] += loaded["refused"]
             summary["similarity_links"] = link_similar(str(part.tenant.id))
             summary["indexes_built"] = build_indexes()
             summary["run_id"] = run_id

@@ -82,3 +82,29 @@ def test_every_entity_and_source_kind_is_documented():
         assert f"`{name}`" in README, name
     for key in SOURCE_KEYS - {"kind", "path", "table", "query"}:
         assert f"`{key}:" in README or f"`{key}`" in README, key
+
+
+def test_every_flow_parameter_is_documented():
+    from flows.backfill import backfill_embeddings
+    from flows.undo import undo_tenant
+    from flows.verify import verify_tenant
+
+    for fl in (backfill_embeddings, undo_tenant, verify_tenant):
+        for name in inspect.signature(fl.fn).parameters:
+            assert f"`{name}`" in README, (fl.name, name)
+        assert f"`{fl.name}`" in README
+
+
+def test_link_rules_are_documented():
+    data = yaml.safe_load((RULES_DIR / "links.yaml").read_text())
+    for junction, spec in data.items():
+        assert f"`{junction}`" in README
+        for key in spec:
+            assert f"`{key}`" in README, key
+
+
+def test_every_searchable_entity_has_a_documented_template():
+    from tasks.embed import TEMPLATES
+
+    for entity in TEMPLATES:
+        assert f"| {entity} |" in README, entity
