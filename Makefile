@@ -3,22 +3,29 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TENANTS ?= pharma digital-health
 
 export VITAL_HOME ?= $(CURDIR)/.vital
 export PREFECT_HOME ?= $(VITAL_HOME)/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # a first start of Prefect's temporary server on 2 cores can take longer than its default 20 s
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export VITAL_PROJECT_DIR := $(CURDIR)
+VITAL_PREFECT_PORT ?= 4200
+# for the targets that talk to the local server started by `make up`
+LOCAL_API := PREFECT_API_URL=http://127.0.0.1:$(VITAL_PREFECT_PORT)/api
 
-.PHONY: setup demo test db-start db-stop down bootstrap sample clean help
+.PHONY: setup demo test up down deploy db-start db-stop bootstrap sample clean help
 
 help:
 	@echo "make setup      create .venv and install vital-etl with its dependencies"
-	@echo "make demo       embedded PostgreSQL, the bundled sample, bootstrap-schema, migrate-tenant per tenant"
+	@echo "make demo       the whole job on embedded defaults, through prefect deployment run, per tenant"
 	@echo "make test       run the test suite (sets up first)"
-	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
+	@echo "make up         start a local Prefect server and a process worker in the background"
+	@echo "make deploy     prefect deploy --all (prefect.yaml) to the local server"
+	@echo "make down       stop what make up started, and the embedded PostgreSQL"
 	@echo "make sample     build the bundled sample: legacy tables in the source DB, export files in VITAL_HOME"
-	@echo "make down       stop the embedded PostgreSQL started under VITAL_HOME"
+	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
 	@echo "make clean      make down, then remove VITAL_HOME"
 
 setup: $(STAMP)
@@ -29,15 +36,24 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
 	mkdir -p $(PREFECT_HOME)
+	touch $@
 
 db-start: setup
 	mkdir -p $(PREFECT_HOME)
 	$(BIN)/vital-etl db start
 
-db-stop down:
+db-stop:
 	@if [ -x $(BIN)/vital-etl ]; then $(BIN)/vital-etl db stop; fi
+
+up: setup db-start
+	VITAL_PREFECT_PORT=$(VITAL_PREFECT_PORT) $(BIN)/vital-etl up
+
+down:
+	@if [ -x $(BIN)/vital-etl ]; then $(BIN)/vital-etl down; fi
+
+deploy: up
+	$(LOCAL_API) $(BIN)/prefect --no-prompt deploy --all
 
 bootstrap: setup
 	$(BIN)/vital-etl bootstrap
@@ -45,11 +61,19 @@ bootstrap: setup
 sample: setup db-start
 	$(BIN)/vital-etl sample
 
+# The main job as a user runs it: sample legacy data, the schema, a server and a worker, the
+# deployments, then `prefect deployment run` per tenant; prints each tenant's report and
+# fails if any run did not complete or did not verify.
 demo: setup db-start
 	$(BIN)/vital-etl sample
-	$(BIN)/vital-etl bootstrap
-	$(BIN)/vital-etl migrate --tenant pharma
-	$(BIN)/vital-etl migrate --tenant digital-health
+	$(MAKE) --no-print-directory up deploy
+	$(LOCAL_API) $(BIN)/prefect deployment run 'bootstrap-schema/default' --watch
+	@status=0; for t in $(TENANTS); do \
+	  $(LOCAL_API) $(BIN)/prefect deployment run "migrate-tenant/$$t" --watch || status=1; \
+	done; \
+	for t in $(TENANTS); do $(BIN)/vital-etl report --tenant $$t || status=1; done; \
+	echo "Prefect UI: http://127.0.0.1:$(VITAL_PREFECT_PORT) (make down stops the server, the worker and the database)"; \
+	exit $$status
 
 test: setup
 	mkdir -p $(PREFECT_HOME)

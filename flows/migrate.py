@@ -24,6 +24,7 @@ from tasks.prepare import rows_for_load, with_hashes
 from tasks.report import migration_report_markdown, publish_markdown, publish_table
 from tasks.retry import retry_transient
 from tasks.settings import model_spec
+from tasks.runner import task_runner
 from tasks.summary import assert_json, tenant_summary
 from tasks.verify import verify
 
@@ -135,16 +136,55 @@ def finish_run(run_id: str, summary: dict, status: str, error: str | None = None
         runs.finish_run(conn, run_id, summary, status, error)
 
 
+# tables whose rows reference rows of the same table: parents are loaded before children
+SELF_REFERENCES = {"knowledge_domains": "parent_id"}
+
+
+def parents_first(rows: list[dict], column: str) -> list[dict]:
+    """Rows ordered by depth in their hierarchy (roots first); cycles are left to the database."""
+    parent = {r["id"]: r.get(column) for r in rows}
+
+    def depth(node: str) -> int:
+        seen, d = set(), 0
+        while parent.get(node) and node not in seen:
+            seen.add(node)
+            node, d = parent[node], d + 1
+        return d
+
+    return sorted(rows, key=lambda r: depth(r["id"]))
+
+
 def load_entity(table: str, rows: list[dict], tenant: str, batch_size: int) -> LoadResult:
-    """One copy-batch task per batch; their results summed."""
+    """One copy-batch task per batch, submitted to the flow's task runner (threads or Dask);
+    their results summed. A self-referencing table loads its batches in order, parents first."""
     total = LoadResult(table)
-    for batch_no, start in enumerate(range(0, len(rows), batch_size), start=1):
-        r = copy_batch(table, tenant, batch_no, rows[start:start + batch_size])
+    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    if table in SELF_REFERENCES:
+        ordered = parents_first(rows, SELF_REFERENCES[table])
+        batches = [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
+        results = [copy_batch(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
+    else:
+        futures = [copy_batch.submit(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
+        results = [f.result() for f in futures]
+    for r in results:
         total.loaded += r.loaded
         total.written += r.written
         total.batches += 1
         total.retries += r.retries
         total.failed += r.failed
+    return total
+
+
+EMBED_CHUNK = 2000
+
+
+def embed_all(table: str, tenant: str, texts: list[str], hashes: list[str]) -> EmbedStats:
+    """embed tasks over chunks of EMBED_CHUNK texts (parallel on a Dask cluster)."""
+    total = EmbedStats()
+    futures = [embed.submit(table, tenant, texts[i:i + EMBED_CHUNK], hashes[i:i + EMBED_CHUNK])
+               for i in range(0, len(texts), EMBED_CHUNK)]
+    for f in futures:
+        total.add(f.result())
     return total
 
 
@@ -158,7 +198,7 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
         derived = {"knowledge_chunks": chunk_documents(rows, str(tenant.id))} if entity == "knowledge_documents" else {}
         for table, table_rows in [(entity, rows), *derived.items()]:
             texts = with_hashes(table, table_rows, spec.model_id)
-            stats = embed(table, tenant.slug, texts, [r["content_sha256"] for r in table_rows]) if texts else EmbedStats()
+            stats = embed_all(table, tenant.slug, texts, [r["content_sha256"] for r in table_rows] if texts else [])
             result = load_entity(table, table_rows, tenant.slug, batch_size)
             rejects = [(q["legacy_key"], q["reason"], q["payload"]) for q in s.quarantined.iter_rows(named=True)] \
                 if table == entity else []
@@ -186,7 +226,7 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
     return {"entities": counts, "junctions": junctions, "refused": refused}
 
 
-@flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True)
+@flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True, task_runner=task_runner())
 def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str] | None = None,
                    dry_run: bool = False, batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
     """Extract -> normalize -> embed -> load -> link -> verify -> report, for one tenant.
@@ -232,3 +272,105 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
     publish_markdown(f"migrate-{tenant}", report, f"migrate-tenant {tenant}: counts and findings")
     publish_table(f"quarantine-{tenant}", summary["quarantine"], f"Quarantined rows for {tenant}")
     return assert_json(summary)
+
+
+def _deployed(slugs: list[str]) -> bool:
+    """True when a Prefect server is configured and has a migrate-tenant deployment per tenant."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return False
+    with get_client(sync_client=True) as client:
+        try:
+            for slug in slugs:
+                client.read_deployment_by_name(f"migrate-tenant/{slug}")
+        except Exception:  # ObjectNotFound, or a server without deployments
+            return False
+    return True
+
+
+@task(name="run-tenant-deployments", cache_policy=NO_CACHE)
+def run_tenant_deployments(slugs: list[str], parameters: dict, timeout_s: float) -> dict[str, str]:
+    """Start migrate-tenant/<slug> for every tenant at once, then wait; returns final states."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    runs = {slug: run_deployment(f"migrate-tenant/{slug}", parameters={**parameters, "tenant": slug},
+                                 timeout=0, as_subflow=True) for slug in slugs}
+    states: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while len(states) < len(runs):
+            for slug, run in runs.items():
+                state = client.read_flow_run(run.id).state
+                if state and state.is_final():
+                    states[slug] = state.type.value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"migrate-all: tenants {sorted(set(runs) - set(states))} still running "
+                                   f"after {timeout_s:.0f} s")
+            time.sleep(2)
+    return states
+
+
+@task(name="read-run-summaries", cache_policy=NO_CACHE)
+def read_run_summaries(slugs: list[str]) -> dict[str, dict]:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return {slug: (runs.last_run(conn, "migrate-tenant", slug) or {}).get("counts", {}) for slug in slugs}
+
+
+@flow(name="migrate-all", log_prints=True)
+def migrate_all(manifest: str | None = None, tenants: list[str] | None = None, dry_run: bool = False,
+                batch_size: int = DEFAULT_BATCH_ROWS, timeout_s: float = 6 * 3600) -> dict:
+    """One migrate-tenant run per tenant: through the migrate-tenant/<tenant> deployments when a
+    Prefect server has them (tenants run in parallel on the workers), as subflows otherwise.
+    Its report sums the tenants'.
+
+    tenants: a subset of slugs (default: every tenant of the tenants file). timeout_s: how long
+    to wait for the deployment runs."""
+    m = load_manifest(manifest or DEFAULT_MANIFEST)
+    known = [t.slug for t in load_rules(tenants_file=m.tenants_file).tenants.tenants]
+    slugs = list(tenants or known)
+    unknown = [s for s in slugs if s not in known]
+    if unknown:
+        raise ConfigError(f"unknown tenant {unknown[0]!r}; known: {', '.join(known)}")
+    params = {"manifest": manifest, "dry_run": dry_run, "batch_size": batch_size}
+    if not dry_run and _deployed(slugs):
+        states = run_tenant_deployments(slugs, params, timeout_s)
+        summaries = read_run_summaries(slugs)
+    else:
+        summaries = {slug: migrate_tenant(tenant=slug, **params) for slug in slugs}
+        states = {slug: "COMPLETED" for slug in slugs}
+    total = sum_summaries(summaries)
+    total["states"] = states
+    report = migration_report_markdown(total)
+    print(report)
+    publish_markdown("migrate-all", report, "migrate-all: the tenants' counts summed")
+    failed = {s: st for s, st in states.items() if st != "COMPLETED"}
+    if failed:
+        raise ConfigError(f"migrate-all: runs did not complete: {failed}")
+    return total
+
+
+def sum_summaries(summaries: dict[str, dict]) -> dict:
+    """The tenants' summaries added up (entities and junctions), with per-tenant figures kept."""
+    entities: dict[str, dict] = {}
+    junctions: dict[str, dict] = {}
+    for summary in summaries.values():
+        for entity, c in summary.get("entities", {}).items():
+            acc = entities.setdefault(entity, dict.fromkeys(c, 0))
+            for k, v in c.items():
+                acc[k] = acc.get(k, 0) + v
+        for j, c in summary.get("junctions", {}).items():
+            acc = junctions.setdefault(j, {})
+            for k, v in c.items():
+                if isinstance(v, int):
+                    acc[k] = acc.get(k, 0) + v
+    return {"tenant": ", ".join(summaries), "dry_run": all(s.get("dry_run") for s in summaries.values()),
+            "entities": entities, "junctions": {j: {"rows": c.get("rows", 0), "references": c.get("references", 0),
+                                                    "unresolved": c.get("unresolved", 0)} for j, c in junctions.items()},
+            "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
+            "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],
+            "reconciled": all(s.get("reconciled") for s in summaries.values()), "tenants": summaries}

@@ -7,6 +7,8 @@
     vital-etl verify --tenant T         run the verify-tenant flow
     vital-etl backfill [--tenant T]     run the backfill-embeddings flow
     vital-etl undo --tenant T --confirm T   remove everything the tenant's migration loaded
+    vital-etl up | down                 the local Prefect server + worker (and, for down, the DB)
+    vital-etl report --tenant T         the report of the tenant's last completed run
 """
 
 from __future__ import annotations
@@ -101,6 +103,42 @@ def _undo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from tasks import services
+
+    info = services.up()
+    print(f"Prefect server {info['api_url']} (pid {info['server']}), worker on pool {services.WORK_POOL} "
+          f"(pid {info['worker']}); started now: {', '.join(info['started']) or 'nothing, already running'}")
+    print(f"Prefect UI: {info['ui']}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from tasks import services
+    from tasks.db import embedded
+
+    stopped = services.down()
+    if not args.keep_db and embedded().stop():
+        stopped.append("embedded PostgreSQL")
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tasks import runs
+    from tasks.db import connect, target_dsn
+    from tasks.report import migration_report_markdown
+
+    with connect(target_dsn(), autocommit=True) as conn:
+        run = runs.last_run(conn, "migrate-tenant", args.tenant)
+    if run is None:
+        print(f"vital-etl: no completed migrate-tenant run for {args.tenant!r} in the target", file=sys.stderr)
+        return 1
+    print(f"last completed run {run['id']} (finished {run['finished_at']})\n")
+    print(migration_report_markdown(run["counts"]))
+    return 0 if run["counts"].get("verify", {}).get("passed", True) else 1
+
+
 def _local_prefect_defaults() -> None:
     """Local runs keep Prefect's state in VITAL_HOME and send no analytics (DESIGN §9)."""
     home = vital_home() / "prefect"
@@ -148,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     undo.add_argument("--tenant", required=True)
     undo.add_argument("--confirm", help="the tenant slug again, to confirm")
     undo.set_defaults(func=_undo)
+    up = sub.add_parser("up", help="start the local Prefect server and a process worker (background)")
+    up.set_defaults(func=_up)
+    down = sub.add_parser("down", help="stop what `up` started, and the embedded PostgreSQL")
+    down.add_argument("--keep-db", action="store_true", help="leave the embedded PostgreSQL running")
+    down.set_defaults(func=_down)
+    rep = sub.add_parser("report", help="print the report of a tenant's last completed migrate-tenant run")
+    rep.add_argument("--tenant", required=True)
+    rep.set_defaults(func=_report)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -184,14 +184,33 @@ def embedded() -> EmbeddedPostgres:
     return _embedded[home]
 
 
+def _secret(variable: str) -> str | None:
+    """The Prefect Secret block named by <variable>_SECRET, if that is set."""
+    name = os.environ.get(f"{variable}_SECRET")
+    if not name:
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError:
+        raise ConfigError(f"{variable}_SECRET={name!r}: no Prefect Secret block of that name "
+                          f"(create it: prefect block create secret, or Secret(value=...).save({name!r}))") from None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"Prefect Secret block {name!r} ({variable}_SECRET) holds no DSN string")
+    return value
+
+
 def source_dsn() -> str:
-    """VITAL_SOURCE_DSN, else database `vital_legacy` of the embedded server."""
-    return os.environ.get("VITAL_SOURCE_DSN") or embedded().dsn(SOURCE_DB)
+    """VITAL_SOURCE_DSN, else the Secret block named by VITAL_SOURCE_DSN_SECRET, else database
+    `vital_legacy` of the embedded server."""
+    return os.environ.get("VITAL_SOURCE_DSN") or _secret("VITAL_SOURCE_DSN") or embedded().dsn(SOURCE_DB)
 
 
 def target_dsn() -> str:
-    """VITAL_TARGET_DSN, else database `vital` of the embedded server."""
-    return os.environ.get("VITAL_TARGET_DSN") or embedded().dsn(TARGET_DB)
+    """VITAL_TARGET_DSN, else the Secret block named by VITAL_TARGET_DSN_SECRET, else database
+    `vital` of the embedded server."""
+    return os.environ.get("VITAL_TARGET_DSN") or _secret("VITAL_TARGET_DSN") or embedded().dsn(TARGET_DB)
 
 
 def connect(dsn: str, **kwargs) -> psycopg.Connection:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger(__name__)
+# report order (a summary read back from jsonb has its keys sorted otherwise)
+ENTITY_ORDER = ("org_functions", "org_departments", "org_roles", "org_responsibilities", "capabilities", "tools",
+                "knowledge_domains", "knowledge_documents", "knowledge_chunks", "personas", "jobs_to_be_done",
+                "agents", "prompts")
 
 
 def schema_report_markdown(summary: dict) -> str:
@@ -55,7 +59,8 @@ def migration_report_markdown(summary: dict) -> str:
              "| entity | read | loaded | quarantined | skipped (other tenant) | embedded | reused |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     totals = dict.fromkeys(("read", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
-    for entity, c in summary["entities"].items():
+    order = {e: i for i, e in enumerate(ENTITY_ORDER)}
+    for entity, c in sorted(summary["entities"].items(), key=lambda kv: order.get(kv[0], len(order))):
         lines.append(f"| {entity} | {c['read']} | {c['loaded']} | {c['quarantined']} | {c['skipped']} | "
                      f"{c['embedded']} | {c['reused']} |")
         for k in totals:
