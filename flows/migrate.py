@@ -290,16 +290,30 @@ def _deployed(slugs: list[str]) -> bool:
     return True
 
 
+# configuration passed on to the tenant runs; plain DSNs are not (job variables are shown in
+# the Prefect UI): name Secret blocks with VITAL_*_DSN_SECRET, or set the DSNs on the worker
+FORWARDED_ENV = ("VITAL_HOME", "VITAL_SOURCE_DSN_SECRET", "VITAL_TARGET_DSN_SECRET", "VITAL_EMBEDDING_MODEL",
+                 "VITAL_EMBEDDING_MODEL_ID", "VITAL_TASK_RUNNER", "VITAL_DASK_ADDRESS")
+
+
 @task(name="run-tenant-deployments", cache_policy=NO_CACHE)
 def run_tenant_deployments(slugs: list[str], parameters: dict, timeout_s: float) -> dict[str, str]:
     """Start migrate-tenant/<slug> for every tenant at once, then wait; returns final states."""
+    import os
     import time
 
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
+    logger = get_run_logger()
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    for k in ("VITAL_SOURCE_DSN", "VITAL_TARGET_DSN"):
+        if os.environ.get(k) and not os.environ.get(f"{k}_SECRET"):
+            logger.warning("%s is set for migrate-all but is not passed to the tenant runs (it would show in "
+                           "the UI); they use the worker's environment. Name a Secret block in %s_SECRET.", k, k)
     runs = {slug: run_deployment(f"migrate-tenant/{slug}", parameters={**parameters, "tenant": slug},
-                                 timeout=0, as_subflow=True) for slug in slugs}
+                                 timeout=0, as_subflow=True, job_variables={"env": env} if env else None)
+            for slug in slugs}
     states: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:

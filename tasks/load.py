@@ -32,6 +32,7 @@ from tasks.retry import is_transient
 log = logging.getLogger(__name__)
 DATA_ERRORS = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.InvalidTextRepresentation)
 SKIP_UPDATE = {"id", "created_at", "updated_at"}
+INDEX_LOCK = 0x5649_5449  # one vector-index build at a time per database
 
 
 @dataclass(frozen=True)
@@ -202,11 +203,15 @@ def build_vector_indexes(dsn: str, tables: list[str]) -> list[str]:
     mem = os.environ.get("VITAL_MAINTENANCE_WORK_MEM", "1GB")
     with connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(mem)))
-        for table in tables:
-            name = f"{table}_embedding_hnsw"
-            if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
-                conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-                    sql.Identifier(name), sql.Identifier(table)))
-                made.append(name)
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        conn.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))  # tenants may finish together
+        try:
+            for table in tables:
+                name = f"{table}_embedding_hnsw"
+                if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+                    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)")
+                                 .format(sql.Identifier(name), sql.Identifier(table)))
+                    made.append(name)
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
     return made

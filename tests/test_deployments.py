@@ -137,3 +137,57 @@ def test_dask_local_cluster_gives_the_same_rows(sample_dbs, pg_server, monkeypat
     assert dask["entities"] == threads["entities"]
     assert all(c["quarantined"] == 0 for e, c in dask["entities"].items() if e == "knowledge_domains")
     assert contents(other) == contents(sample_dbs["VITAL_TARGET_DSN"])
+
+
+def test_migrate_all_through_the_deployments_with_dsns_in_secret_blocks(server, sample_dbs):
+    """migrate-all starts one migrate-tenant run per tenant on the worker; the DSNs come from
+    Prefect Secret blocks, named in the environment, never as values in parameters or logs."""
+    from prefect.blocks.system import Secret
+
+    os.environ["PREFECT_API_URL"] = server["api_url"]
+    try:
+        names = {}
+        for var, dsn in sample_dbs.items():
+            names[f"{var}_SECRET"] = f"test-{var.lower().replace('_', '-')}"
+            Secret(value=dsn).save(names[f"{var}_SECRET"], overwrite=True)
+    finally:
+        os.environ.pop("PREFECT_API_URL")
+    done = run_deployment(server, "migrate-all/default", names)
+    assert done.returncode == 0, done.stdout[-3000:]
+    log = (Path(os.environ["VITAL_HOME"]) / "run" / "worker.log").read_text()
+    assert "migrate-pharma" in log and "migrate-digital-health" in log
+    with psycopg.connect(sample_dbs["VITAL_TARGET_DSN"]) as conn:
+        per_tenant = dict(conn.execute("SELECT tenant_slug, count(*) FROM etl.runs WHERE status = 'completed' "
+                                       "GROUP BY 1").fetchall())
+    assert per_tenant == {"pharma": 1, "digital-health": 1}
+    for dsn in sample_dbs.values():
+        assert dsn.split("?")[0] not in log
+
+
+def test_secret_block_dsn(prefect_harness, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from tasks import db
+    from tasks.errors import ConfigError
+
+    Secret(value="postgresql://etl:s3cret@db.internal/vital").save("vital-target-test", overwrite=True)
+    monkeypatch.delenv("VITAL_TARGET_DSN", raising=False)
+    monkeypatch.setenv("VITAL_TARGET_DSN_SECRET", "vital-target-test")
+    assert db.target_dsn() == "postgresql://etl:s3cret@db.internal/vital"
+    monkeypatch.setenv("VITAL_TARGET_DSN_SECRET", "no-such-block")
+    with pytest.raises(ConfigError, match="VITAL_TARGET_DSN_SECRET='no-such-block': no Prefect Secret block"):
+        db.target_dsn()
+
+
+def test_migrate_all_dry_run_as_subflows_sums_the_tenants(sample_dbs, monkeypatch, prefect_harness):
+    from flows.migrate import migrate_all
+
+    for k, v in sample_dbs.items():
+        monkeypatch.setenv(k, v)
+    total = migrate_all(dry_run=True)
+    tenants = total["tenants"]
+    assert set(tenants) == {"pharma", "digital-health"} and total["reconciled"]
+    for entity, c in total["entities"].items():
+        assert c["read"] == sum(t["entities"][entity]["read"] for t in tenants.values())
+        assert c["loaded"] == tenants["pharma"]["entities"][entity]["loaded"] + \
+            tenants["digital-health"]["entities"][entity]["loaded"]

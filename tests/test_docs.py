@@ -108,3 +108,15 @@ def test_every_searchable_entity_has_a_documented_template():
 
     for entity in TEMPLATES:
         assert f"| {entity} |" in README, entity
+
+
+def test_migrate_all_parameters_and_deployments_are_documented():
+    from flows.migrate import migrate_all
+
+    for name in inspect.signature(migrate_all.fn).parameters:
+        assert f"`{name}`" in README, name
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    names = {f"{d['entrypoint'].split(':')[1].replace('_', '-')}/{d['name']}" for d in deployments}
+    assert len(names) == 7
+    for name in names:
+        assert f"`{name}`" in README, name
