@@ -15,7 +15,7 @@ VITAL_PREFECT_PORT ?= 4200
 # for the targets that talk to the local server started by `make up`
 LOCAL_API := PREFECT_API_URL=http://127.0.0.1:$(VITAL_PREFECT_PORT)/api
 
-.PHONY: setup demo test up down deploy db-start db-stop bootstrap sample clean help
+.PHONY: setup demo test up down deploy db-start db-stop bootstrap sample rehearse clean help
 
 help:
 	@echo "make setup      create .venv and install vital-etl with its dependencies"
@@ -26,6 +26,7 @@ help:
 	@echo "make down       stop what make up started, and the embedded PostgreSQL"
 	@echo "make sample     build the bundled sample: legacy tables in the source DB, export files in VITAL_HOME"
 	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
+	@echo "make rehearse   SCHEMA=... DATA=... MANIFEST=...: restore a dump, migrate every tenant into an embedded copy"
 	@echo "make clean      make down, then remove VITAL_HOME"
 
 setup: $(STAMP)
@@ -73,6 +74,28 @@ demo: setup db-start
 	done; \
 	for t in $(TENANTS); do $(BIN)/vital-etl report --tenant $$t || status=1; done; \
 	echo "Prefect UI: http://127.0.0.1:$(VITAL_PREFECT_PORT) (make down stops the server, the worker and the database)"; \
+	exit $$status
+
+# Rehearse a production migration on a local copy: restore the Supabase dump into an embedded
+# PostgreSQL, bootstrap an embedded target, migrate and verify every tenant, print the reports.
+# Everything lives under $(REHEARSAL_HOME); no DSN of the environment is used.
+SCHEMA ?= $(CURDIR)/../shared/vital/legacy-db/schema.sql
+DATA ?= $(CURDIR)/../shared/vital/legacy-db/data.sql
+MANIFEST ?= sources/manifests/vital-rehearsal.yaml
+REHEARSAL_HOME ?= $(VITAL_HOME)/rehearsal
+rehearse: setup
+	@set -e; export VITAL_HOME=$(REHEARSAL_HOME) PREFECT_HOME=$(REHEARSAL_HOME)/prefect \
+	  VITAL_DUMP_SCHEMA=$(abspath $(SCHEMA)) VITAL_DUMP_DATA=$(abspath $(DATA)); \
+	unset VITAL_SOURCE_DSN VITAL_TARGET_DSN VITAL_SOURCE_DSN_SECRET VITAL_TARGET_DSN_SECRET PREFECT_API_URL; \
+	mkdir -p $$PREFECT_HOME; \
+	$(BIN)/vital-etl db start; \
+	$(BIN)/vital-etl restore --schema "$$VITAL_DUMP_SCHEMA" --data "$$VITAL_DUMP_DATA" || echo "(the copy is incomplete: see FAILED above)"; \
+	$(BIN)/vital-etl bootstrap > /dev/null; \
+	status=0; for t in $(TENANTS); do \
+	  $(BIN)/vital-etl migrate --tenant $$t --manifest $(MANIFEST) > $(REHEARSAL_HOME)/migrate-$$t.log 2>&1 || status=1; \
+	  $(BIN)/vital-etl report --tenant $$t || status=1; \
+	done; \
+	echo "rehearsal logs and databases: $(REHEARSAL_HOME) (make down VITAL_HOME=$(REHEARSAL_HOME) stops its PostgreSQL)"; \
 	exit $$status
 
 test: setup

@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
+from psycopg import sql
 
 from sources.manifest import DEFAULT_MANIFEST, Manifest, check_sources, load_manifest
 from tasks import runs
@@ -18,14 +19,14 @@ from tasks.links import link_by_similarity, load_link_rules
 from tasks.load import LoadResult, build_vector_indexes, load_rows
 from tasks.normalize import ENTITIES
 from tasks.normalize.base import Normalized, normalize_frame
-from tasks.normalize.resolve import TenantSlice, slice_tenant
+from tasks.normalize.resolve import JUNCTIONS, TenantSlice, slice_tenant
 from tasks.normalize.rules import Rules, load_rules
 from tasks.prepare import rows_for_load, with_hashes
 from tasks.report import migration_report_markdown, publish_markdown, publish_table
 from tasks.retry import retry_transient
 from tasks.settings import model_spec
 from tasks.runner import task_runner
-from tasks.summary import assert_json, tenant_summary
+from tasks.summary import assert_json, reconciles, tenant_summary
 from tasks.verify import verify
 
 IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 8, 30], retry_jitter_factor=0.5,
@@ -113,6 +114,22 @@ def prune_chunks(tenant_id: str, document_ids: list[str], chunk_ids: list[str]) 
                             "AND NOT (id = ANY(%s))", (tenant_id, document_ids, chunk_ids)).rowcount
 
 
+@task(name="prune-links", task_run_name="prune-{junction}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def prune_links(junction: str, tenant: str, tenant_id: str, rows: list[dict]) -> int:
+    """Junction rows derived from the sources (mapping_source automated) that this run no longer
+    derives (the source changed) go, so re-runs converge on the sources."""
+    a_col, b_col, kind_col = JUNCTIONS[junction][2:]
+    keys = [(r[a_col], r[b_col], r.get(kind_col) if kind_col else "") for r in rows]
+    kind_match = sql.SQL("AND k.t = j.{}").format(sql.Identifier(kind_col)) if kind_col else sql.SQL("")
+    with connect(target_dsn(), autocommit=True) as conn:
+        return conn.execute(sql.SQL(
+            """DELETE FROM {j} j WHERE j.tenant_id = %s AND j.mapping_source = 'automated' AND NOT EXISTS (
+                 SELECT 1 FROM unnest(%s::uuid[], %s::uuid[], %s::text[]) AS k(a, b, t)
+                 WHERE k.a = j.{a} AND k.b = j.{b} {kind})""").format(
+            j=sql.Identifier(junction), a=sql.Identifier(a_col), b=sql.Identifier(b_col), kind=kind_match),
+            (tenant_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])).rowcount
+
+
 @task(name="link-by-similarity", cache_policy=NO_CACHE, **IO_RETRIES)
 def link_similar(tenant_id: str) -> dict[str, int]:
     with connect(target_dsn(), autocommit=True) as conn:
@@ -188,8 +205,10 @@ def embed_all(table: str, tenant: str, texts: list[str], hashes: list[str]) -> E
     return total
 
 
-def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
-    """Embed and load every entity of the slice, then its junction rows; quarantine rejects."""
+def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool) -> dict:
+    """Embed and load every entity of the slice, then its junction rows; quarantine rejects.
+    complete: the run covers every entity of the manifest, so junction rows it no longer
+    derives can be pruned."""
     tenant, spec = part.tenant, model_spec()
     counts: dict[str, dict] = {}
     refused: list[dict] = []
@@ -212,14 +231,18 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int) -> dict:
             record_ids(tenant.slug, table, [(r["legacy_key"], r["id"]) for r in table_rows
                                             if r["legacy_key"] not in failed_keys])
             read = s.read if table == entity else len(table_rows)
-            counts[table] = {"read": read, "loaded": result.loaded, "quarantined": len(rejects),
+            counts[table] = {"read": read, "created": s.created if table == entity else 0,
+                             "loaded": result.loaded, "quarantined": len(rejects),
                              "skipped": s.skipped if table == entity else 0, "embedded": stats.embedded,
                              "reused": stats.reused, "written": result.written, "retries": result.retries}
         if derived:
             prune_chunks(str(tenant.id), [r["id"] for r in rows], [r["id"] for r in derived["knowledge_chunks"]])
     junctions = {}
     for junction, frame in part.junctions.items():
-        result = load_entity(junction, frame.to_dicts(), tenant.slug, batch_size)
+        rows = frame.to_dicts()
+        result = load_entity(junction, rows, tenant.slug, batch_size)
+        if complete:
+            prune_links(junction, tenant.slug, str(tenant.id), rows)
         write_quarantine(run_id, tenant.slug, junction, [(None, f"database refused the row: {reason}", row)
                                                           for row, reason in result.failed])
         junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed)}
@@ -244,7 +267,7 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
         normalized[entity] = normalize(entity, extracted, rules, labels)
         logger.info("%s: %d read, %d valid, %d rejected", entity, normalized[entity].read,
                     normalized[entity].rows.height, normalized[entity].rejects.height)
-    part = slice_tenant(normalized, rules.tenants.by_slug(tenant))
+    part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     summary = assert_json(tenant_summary(part, normalized, sources, dry_run=dry_run))
     if not dry_run:
         params = {"tenant": tenant, "manifest": str(m.path), "entities": wanted, "batch_size": batch_size,
@@ -252,16 +275,15 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
                                                                    and FlowRunContext.get().flow_run.id)}
         run_id = start_run(tenant, params)
         try:
-            loaded = load_tenant(part, run_id, batch_size)
-            summary["entities"] = {e: {k: c[k] for k in ("read", "loaded", "quarantined", "skipped", "embedded",
-                                                         "reused")} for e, c in loaded["entities"].items()}
+            loaded = load_tenant(part, run_id, batch_size, complete=set(wanted) == set(m.entities))
+            summary["entities"] = {e: {k: c[k] for k in ("read", "created", "loaded", "quarantined", "skipped",
+                                                         "embedded", "reused")} for e, c in loaded["entities"].items()}
             summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}
             summary["quarantine"] += loaded["refused"]
             summary["similarity_links"] = link_similar(str(part.tenant.id))
             summary["indexes_built"] = build_indexes()
             summary["run_id"] = run_id
-            summary["reconciled"] = all(c["read"] == c["loaded"] + c["quarantined"] + c["skipped"]
-                                        for c in summary["entities"].values())
+            summary["reconciled"] = all(reconciles(c) for c in summary["entities"].values())
             finish_run(run_id, summary, "completed")
         except Exception as exc:
             finish_run(run_id, summary, "failed", f"{type(exc).__name__}: {exc}")

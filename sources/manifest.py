@@ -33,8 +33,8 @@ from tasks.normalize import ENTITIES
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "sample.yaml"
 FILE_KINDS = {"json", "jsonl", "csv", "parquet", "markdown"}
-KINDS = FILE_KINDS | {"postgres"}
-SOURCE_KEYS = {"kind", "path", "table", "query", "rename", "tenants", "records", "delimiter"}
+KINDS = FILE_KINDS | {"postgres", "supabase_dump"}
+SOURCE_KEYS = {"kind", "path", "table", "query", "rename", "tenants", "records", "delimiter", "schema", "data"}
 
 
 class ManifestError(ConfigError):
@@ -53,6 +53,8 @@ class SourceSpec:
     records: str | None = None
     delimiter: str = ","
     label: str = ""
+    dump_schema: Path | None = None   # supabase_dump: the schema file and the data file
+    dump_data: Path | None = None
 
     @property
     def sql(self) -> str:
@@ -107,10 +109,20 @@ def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
         return SourceSpec(entity, kind, path=path, rename=rename, tenants=tenants, records=raw.get("records"),
                           delimiter=str(raw.get("delimiter") or ","), label=str(raw["path"]))
     if bool(raw.get("table")) == bool(raw.get("query")):
-        raise ManifestError(f"{where}: a postgres source needs exactly one of `table` or `query`")
-    label = f"postgres:{raw.get('table') or 'query'}"
+        raise ManifestError(f"{where}: a {kind} source needs exactly one of `table` or `query`")
+    dump = {}
+    if kind == "supabase_dump":
+        if not raw.get("schema"):
+            raise ManifestError(f"{where}: a supabase_dump source needs `schema` (and usually `data`): the dump files")
+        for key in ("schema", "data"):
+            if raw.get(key):
+                path = (base / _expand(str(raw[key]))).resolve()
+                if not path.is_file():
+                    raise ManifestError(f"{where}: dump file {path} does not exist")
+                dump[f"dump_{key}"] = path
+    label = f"{'dump' if kind == 'supabase_dump' else 'postgres'}:{raw.get('table') or 'query'}"
     return SourceSpec(entity, kind, table=raw.get("table"), query=raw.get("query"), rename=rename,
-                      tenants=tenants, label=label)
+                      tenants=tenants, label=label, **dump)
 
 
 def _expand(text: str) -> str:
@@ -181,22 +193,28 @@ def check_sources(manifest: Manifest, tenant_slugs: set[str]) -> None:
                 if t not in tenant_slugs:
                     raise ManifestError(f"{manifest.path}: source {s.label} names unknown tenant {t!r} "
                                         f"(known: {', '.join(sorted(tenant_slugs))})")
-    if not manifest.needs_legacy_db:
-        return
     import psycopg
 
     from tasks.db import connect, mask_dsn
 
-    dsn = legacy_dsn(manifest)
-    with connect(dsn, connect_timeout=10) as conn:
-        for specs in manifest.entities.values():
-            for s in specs:
-                if s.kind != "postgres":
-                    continue
+    for specs in manifest.entities.values():
+        for s in specs:
+            if s.kind not in ("postgres", "supabase_dump"):
+                continue
+            dsn = source_dsn_of(s, manifest)
+            with connect(dsn, connect_timeout=10) as conn:
                 try:
                     conn.execute(f"EXPLAIN {s.sql}")
                 except psycopg.Error as exc:
-                    conn.rollback()
                     msg = (exc.diag.message_primary or str(exc)).strip()
                     raise ManifestError(f"{manifest.path}: entities.{s.entity} source {s.label} fails on "
                                         f"{mask_dsn(dsn)}: {msg}") from None
+
+
+def source_dsn_of(spec: SourceSpec, manifest: Manifest) -> str:
+    """Where a database source reads: the legacy DB, or the embedded copy of a dump."""
+    if spec.kind == "supabase_dump":
+        from sources.supabase_dump import restored_copy
+
+        return restored_copy(spec.dump_schema, spec.dump_data)[0]
+    return legacy_dsn(manifest)

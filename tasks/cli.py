@@ -7,6 +7,7 @@
     vital-etl verify --tenant T         run the verify-tenant flow
     vital-etl backfill [--tenant T]     run the backfill-embeddings flow
     vital-etl undo --tenant T --confirm T   remove everything the tenant's migration loaded
+    vital-etl restore --schema S --data D   restore a Supabase dump into the embedded PostgreSQL
     vital-etl up | down                 the local Prefect server + worker (and, for down, the DB)
     vital-etl report --tenant T         the report of the tenant's last completed run
 """
@@ -139,6 +140,21 @@ def _report(args: argparse.Namespace) -> int:
     return 0 if run["counts"].get("verify", {}).get("passed", True) else 1
 
 
+def _restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sources.supabase_dump import restored_copy
+    from tasks.db import mask_dsn
+
+    dsn, result = restored_copy(Path(args.schema).resolve(), Path(args.data).resolve() if args.data else None)
+    if result is None:
+        print(f"a copy of this dump is already restored: {mask_dsn(dsn)}")
+        return 0
+    print(result.describe())
+    print(f"copy: {mask_dsn(dsn)}")
+    return 0 if result.complete else 1
+
+
 def _local_prefect_defaults() -> None:
     """Local runs keep Prefect's state in VITAL_HOME and send no analytics (DESIGN §9)."""
     home = vital_home() / "prefect"
@@ -186,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     undo.add_argument("--tenant", required=True)
     undo.add_argument("--confirm", help="the tenant slug again, to confirm")
     undo.set_defaults(func=_undo)
+    rst = sub.add_parser("restore", help="restore a Supabase/pg_dump (schema + data) into the embedded PostgreSQL")
+    rst.add_argument("--schema", required=True, help="schema-only dump (plain SQL)")
+    rst.add_argument("--data", help="data-only dump (plain SQL, INSERTs)")
+    rst.set_defaults(func=_restore)
     up = sub.add_parser("up", help="start the local Prefect server and a process worker (background)")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop what `up` started, and the embedded PostgreSQL")

@@ -11,7 +11,7 @@ import polars as pl
 
 from sources.files import read_csv, read_json, read_jsonl, read_markdown, read_parquet
 from sources.legacy_pg import read_postgres
-from sources.manifest import LabelSpec, Manifest, SourceSpec, legacy_dsn
+from sources.manifest import LabelSpec, Manifest, SourceSpec, source_dsn_of
 from tasks.normalize.common import parse_list
 
 DEFAULT_BATCH_ROWS = 5000
@@ -37,7 +37,7 @@ def read_batches(spec: SourceSpec, manifest: Manifest, batch_rows: int, detected
     elif spec.kind == "markdown":
         batches = read_markdown(spec.path, batch_rows, detected)
     else:
-        batches = read_postgres(legacy_dsn(manifest), spec.sql, batch_rows, detected)
+        batches = read_postgres(source_dsn_of(spec, manifest), spec.sql, batch_rows, detected)
     tenants = json.dumps(list(spec.tenants)) if spec.tenants else None
     for frame in batches:
         rename = {old: new for old, new in spec.rename.items() if old in frame.columns}

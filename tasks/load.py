@@ -43,6 +43,7 @@ class TableSpec:
     types: dict[str, str]
     key: tuple[str, ...]
     has_embedding: bool
+    defaults: dict[str, str]  # NOT NULL columns with a default: NULL from a source takes the default
 
 
 def table_spec(conn: psycopg.Connection, table: str) -> TableSpec:
@@ -56,7 +57,11 @@ def table_spec(conn: psycopg.Connection, table: str) -> TableSpec:
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
            WHERE i.indrelid = %s::regclass AND i.indisprimary""", (table,)).fetchone()[0]
     types = dict(rows)
-    return TableSpec(table, types, tuple(key), "embedding" in types)
+    defaults = dict(conn.execute(
+        """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a
+           JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+           WHERE a.attrelid = %s::regclass AND a.attnotnull""", (table,)).fetchall())
+    return TableSpec(table, types, tuple(key), "embedding" in types, defaults)
 
 
 def to_text(value) -> str | None:
@@ -100,7 +105,8 @@ def _statements(spec: TableSpec, columns: list[str]) -> tuple[sql.Composed, sql.
     copy = sql.SQL("COPY vital_stage ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.SQL(", ").join(map(ident, columns)))
     targets = list(columns)
-    selects = [sql.SQL("s.{}::{}").format(ident(c), sql.SQL(spec.types[c])) for c in columns]
+    selects = [sql.SQL("coalesce(s.{}::{}, {})").format(ident(c), sql.SQL(spec.types[c]), sql.SQL(spec.defaults[c]))
+               if c in spec.defaults else sql.SQL("s.{}::{}").format(ident(c), sql.SQL(spec.types[c])) for c in columns]
     join = sql.SQL("")
     if spec.has_embedding and "content_sha256" in columns and "embedding_model" in columns:
         targets.append("embedding")
@@ -177,7 +183,8 @@ def load_rows(dsn: str, table: str, rows: list[dict], batch_size: int = 1000,
                 diag = exc.diag
                 reason = (diag.message_primary or str(exc)).strip()
                 if diag.message_detail:
-                    reason += f" ({diag.message_detail.strip()})"
+                    detail = diag.message_detail.strip()
+                    reason += f" ({detail[:200]}{'...' if len(detail) > 200 else ''})"
                 result.failed.append((batch[0], reason))
                 return
             mid = len(batch) // 2

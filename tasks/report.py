@@ -56,17 +56,17 @@ def migration_report_markdown(summary: dict) -> str:
     """The migrate-tenant report: counts per entity, junctions, findings, quarantine reasons."""
     mode = "dry run: nothing was written" if summary["dry_run"] else "loaded"
     lines = [f"# migrate-tenant `{summary['tenant']}` ({mode})", "",
-             "| entity | read | loaded | quarantined | skipped (other tenant) | embedded | reused |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    totals = dict.fromkeys(("read", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
+             "| entity | read | created | loaded | quarantined | skipped (other tenant) | embedded | reused |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    totals = dict.fromkeys(("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
     order = {e: i for i, e in enumerate(ENTITY_ORDER)}
     for entity, c in sorted(summary["entities"].items(), key=lambda kv: order.get(kv[0], len(order))):
-        lines.append(f"| {entity} | {c['read']} | {c['loaded']} | {c['quarantined']} | {c['skipped']} | "
-                     f"{c['embedded']} | {c['reused']} |")
+        lines.append(f"| {entity} | {c['read']} | {c.get('created', 0)} | {c['loaded']} | {c['quarantined']} | "
+                     f"{c['skipped']} | {c['embedded']} | {c['reused']} |")
         for k in totals:
-            totals[k] += c[k]
+            totals[k] += c.get(k, 0)
     lines.append("| **total** | " + " | ".join(f"**{totals[k]}**" for k in totals) + " |")
-    lines += ["", "Every source row is accounted for: read = loaded + quarantined + skipped"
+    lines += ["", "Every source row is accounted for: read + created = loaded + quarantined + skipped"
               + (" holds for every entity." if summary["reconciled"] else " does NOT hold; see findings.")]
     if summary["junctions"]:
         lines += ["", "| junction | rows | references | unresolved |", "|---|---:|---:|---:|"]

@@ -10,6 +10,7 @@ from psycopg import sql
 from tasks.embed import SEARCHABLE
 from tasks.normalize.resolve import JUNCTIONS
 from tasks.runs import last_run
+from tasks.summary import reconciles
 
 CATALOGUE = ("org_functions", "org_departments", "org_roles", "org_responsibilities", "capabilities", "tools",
              "knowledge_domains", "knowledge_documents", "knowledge_chunks", "personas", "jobs_to_be_done",
@@ -33,9 +34,8 @@ def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id:
     if run is None:
         check("reconciled", False, "no completed migrate-tenant run for this tenant")
     for entity, c in entities.items():
-        ok = c["read"] == c["loaded"] + c["quarantined"] + c["skipped"]
-        check(f"reconciled: {entity}", ok, f"read {c['read']} = loaded {c['loaded']} + quarantined "
-              f"{c['quarantined']} + skipped {c['skipped']}")
+        check(f"reconciled: {entity}", reconciles(c), f"read {c['read']} + created {c.get('created', 0)} = loaded "
+              f"{c['loaded']} + quarantined {c['quarantined']} + skipped {c['skipped']}")
         if entity in CATALOGUE and (not c.get("partial")):
             rows = _count(conn, entity, tenant_id)
             check(f"rows in target: {entity}", rows >= c["loaded"],

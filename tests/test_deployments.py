@@ -8,11 +8,13 @@ import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 from conftest import bootstrap
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_migrate_sample import contents
 
 from sources import sample
@@ -105,15 +107,17 @@ def test_a_failing_batch_is_retried_by_prefect(server, sample_dbs):
                      "FOR EACH STATEMENT EXECUTE FUNCTION inject_fault()")
     done = run_deployment(server, "migrate-tenant/pharma", sample_dbs, "entities=[\"org_functions\"]")
     assert done.returncode == 0, done.stdout[-3000:]
-    os.environ["PREFECT_API_URL"] = server["api_url"]
-    try:
-        with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(done.stdout)])))
+    run_id = flow_run_id(done.stdout)
+    with temporary_settings({PREFECT_API_URL: server["api_url"]}), get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 60  # task runs reach the server as events, a moment later
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
             copy = [t for t in runs if t.name.startswith("copy-org_functions-pharma")]
-            history = [s.name for s in client.read_flow_run_states(flow_run_id(done.stdout))]
-            states = [s.name for s in client.read_task_run_states(copy[0].id)]
-    finally:
-        os.environ.pop("PREFECT_API_URL")
+            if (copy and copy[0].state_name == "Completed") or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        history = [s.name for s in client.read_flow_run_states(run_id)]
+        states = [s.name for s in client.read_task_run_states(copy[0].id)]
     assert len(copy) == 1 and copy[0].run_count == 2, [(t.name, t.run_count) for t in copy]
     assert "AwaitingRetry" in states and states[-1] == "Completed", states
     assert history[-1] == "Completed"
@@ -144,14 +148,11 @@ def test_migrate_all_through_the_deployments_with_dsns_in_secret_blocks(server, 
     Prefect Secret blocks, named in the environment, never as values in parameters or logs."""
     from prefect.blocks.system import Secret
 
-    os.environ["PREFECT_API_URL"] = server["api_url"]
-    try:
-        names = {}
+    names = {}
+    with temporary_settings({PREFECT_API_URL: server["api_url"]}):
         for var, dsn in sample_dbs.items():
             names[f"{var}_SECRET"] = f"test-{var.lower().replace('_', '-')}"
             Secret(value=dsn).save(names[f"{var}_SECRET"], overwrite=True)
-    finally:
-        os.environ.pop("PREFECT_API_URL")
     done = run_deployment(server, "migrate-all/default", names)
     assert done.returncode == 0, done.stdout[-3000:]
     log = (Path(os.environ["VITAL_HOME"]) / "run" / "worker.log").read_text()

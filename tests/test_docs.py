@@ -120,3 +120,11 @@ def test_migrate_all_parameters_and_deployments_are_documented():
     assert len(names) == 7
     for name in names:
         assert f"`{name}`" in README, name
+
+
+def test_reference_rules_are_documented():
+    data = yaml.safe_load((RULES_DIR / "references.yaml").read_text())
+    for junction, spec in data.items():
+        assert f"`{junction}`" in README or junction in README
+        for key in spec:
+            assert f"`<junction>.{key}`" in README, key

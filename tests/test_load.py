@@ -74,3 +74,11 @@ def test_junction_rows_load_with_their_composite_key(target_dsn, table):
             "relation_type": "compatible"}
     assert load_rows(target_dsn, "agent_relations", [link, link]).loaded == 2
     assert count(target_dsn, "agent_relations") == 1
+
+
+def test_null_in_a_not_null_column_with_a_default_takes_the_default(target_dsn):
+    rows = agents(1)
+    rows[0]["status"] = None  # agents.status is NOT NULL DEFAULT 'development'
+    assert load_rows(target_dsn, "agents", rows).failed == []
+    with psycopg.connect(target_dsn) as conn:
+        assert conn.execute("SELECT status, metadata FROM agents").fetchone() == ("development", {"i": 0})

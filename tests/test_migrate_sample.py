@@ -37,7 +37,7 @@ def contents(dsn: str, tenant: str | None = None) -> dict:
             where = "WHERE tenant_id = %s" if tenant else ""
             rows = conn.execute(f"SELECT {', '.join(cols)} FROM {table} {where} ORDER BY 1, 2, 3",
                                 [str(tenant_id(tenant))] if tenant else []).fetchall()
-            out[table] = [tuple(str(v) for v in r) for r in rows]
+            out[table] = sorted(tuple(str(v) for v in r) for r in rows)
     return out
 
 

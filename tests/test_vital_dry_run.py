@@ -31,7 +31,8 @@ def vital():
     labels = {e: read_labels(s, manifest) for e, s in manifest.tenant_labels.items()}
     normalized = {e: normalize_frame(e, extract_entity(manifest, e).frame, rules, ENTITIES[e], labels=labels.get(e))
                   for e in ENTITIES}
-    slices = {slug: slice_tenant(normalized, rules.tenants.by_slug(slug)) for slug in ("pharma", "digital-health")}
+    slices = {slug: slice_tenant(normalized, rules.tenants.by_slug(slug), rules.create_missing)
+              for slug in ("pharma", "digital-health")}
     return rules, normalized, slices
 
 
@@ -40,7 +41,7 @@ def test_every_row_is_read_and_accounted_for(vital):
     assert {e: n.read for e, n in normalized.items()} == READ
     for part in slices.values():
         for e, s in part.entities.items():
-            assert s.read == s.loaded + s.quarantined.height + s.skipped, e
+            assert s.read + s.created == s.loaded + s.quarantined.height + s.skipped, e
 
 
 def test_agents_labelled_for_both_tenants_land_in_both(vital):
@@ -93,7 +94,10 @@ def test_other_entities(vital):
     pharma, dh = slices["pharma"].entities, slices["digital-health"].entities
     assert pharma["personas"].loaded == 43 and dh["personas"].loaded == 18
     assert pharma["tools"].loaded == dh["tools"].loaded == 94
-    assert pharma["capabilities"].loaded == 397
+    # the agents' free-form capabilities that are not in the registry become capability rows
+    assert pharma["capabilities"].loaded == 397 + pharma["capabilities"].created
+    assert pharma["capabilities"].created > 50
+    assert slices["pharma"].link_report["agent_capabilities"]["unresolved"] == 0
     assert pharma["knowledge_domains"].loaded == 63
     assert pharma["knowledge_documents"].loaded == dh["knowledge_documents"].loaded == 47
     assert pharma["agents"].rows.filter(pl.col("legacy_key") == "ed83433a-c04d-4789-9fde-5bf4310a8f73")[
@@ -107,8 +111,8 @@ def test_flow_dry_run_for_both_tenants(prefect_harness):
     for tenant, agents in (("pharma", 253), ("digital-health", 11)):
         summary = migrate_tenant(tenant=tenant, manifest=str(MANIFEST), dry_run=True)
         assert summary["reconciled"] is True
-        assert summary["entities"]["agents"] == {"read": 254, "loaded": agents, "quarantined": 0,
+        assert summary["entities"]["agents"] == {"read": 254, "created": 0, "loaded": agents, "quarantined": 0,
                                                  "skipped": 254 - agents, "embedded": 0, "reused": 0}
         for e, c in summary["entities"].items():
-            assert c["read"] == c["loaded"] + c["quarantined"] + c["skipped"], e
+            assert c["read"] + c["created"] == c["loaded"] + c["quarantined"] + c["skipped"], e
         assert summary["junctions"]["role_responsibilities"]["rows"] > 100

@@ -31,7 +31,7 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
     capabilities = r.parse("capabilities", parse_list)
     domains = r.parse("knowledge_domains", parse_list)
     links = {
-        "agent_capabilities": [(key, c, None) for c in capabilities],
+        "agent_capabilities": [(key, c, "capabilities") for c in capabilities],
         "agent_knowledge_domains": [(key, d, None) for d in domains],
         "agent_tools": [(key, t, None) for t in r.parse("tools", parse_list)],
         "agent_relations": [(key, other, kind) for column, kind in RELATIONS.items()

@@ -172,7 +172,7 @@ def _split_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
     first = numbered.group_by("legacy_key", maintain_order=True).agg(
         pl.col("_i").first().alias("_first"), pl.col("_source").first().alias("_first_source"),
         pl.col("_row").first().alias("_first_row"))
-    joined = numbered.join(first, on="legacy_key", how="left")
+    joined = numbered.join(first, on="legacy_key", how="left", maintain_order="left")
     dupes = joined.filter(pl.col("_i") != pl.col("_first"))
     rejects = [
         {"_source": d["_source"], "_row": d["_row"], "legacy_key": d["legacy_key"],

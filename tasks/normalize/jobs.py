@@ -28,6 +28,7 @@ def shape_jtbd(r: Rec, rules: Rules) -> dict:
     if score is not None and not 0 <= score <= 1:
         raise RowError(f"validation_score: {score} is outside 0..1")
     persona = _s(meta.get("persona_code")) or r.get("persona_code")
+    targets = r.parse("target_personas", parse_list)  # the legacy jtbd_core table
     return {
         "legacy_key": key,
         "code": r.get("code"),
@@ -42,9 +43,10 @@ def shape_jtbd(r: Rec, rules: Rules) -> dict:
         "validation_score": score,
         "desired_outcomes": r.parse("desired_outcomes", parse_list),
         "success_criteria": r.parse("success_criteria", parse_list),
-        "metadata": {},
+        "metadata": {"legacy_target_personas": targets} if targets else {},
         "_aliases": [name],
-        "_links": {"jtbd_personas": [(key, persona, None)] if persona else []},
+        "_links": {"jtbd_personas": ([(key, persona, "persona_code")] if persona else [])
+                                    + [(key, t, "target_personas") for t in targets]},
     }
 
 

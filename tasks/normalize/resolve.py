@@ -46,6 +46,7 @@ class EntitySlice:
     quarantined: pl.DataFrame   # rejects that belong to this tenant (or to no known tenant)
     read: int
     skipped: int
+    created: int = 0            # rows made for references that named no row (rules/references.yaml)
 
     @property
     def loaded(self) -> int:
@@ -77,7 +78,8 @@ def _index(rows: pl.DataFrame) -> dict[str, str]:
     return index
 
 
-def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant) -> TenantSlice:
+def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant,
+                 create_missing: dict[str, tuple[str, ...]] | None = None) -> TenantSlice:
     entities: dict[str, EntitySlice] = {}
     for entity, n in normalized.items():
         mine = n.rows.filter(pl.col("tenants").list.contains(tenant.slug)) if n.rows.height else n.rows
@@ -89,6 +91,7 @@ def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant) -> TenantSli
 
     indexes = {e: _index(s.rows) for e, s in entities.items() if s.rows.height}
     out = TenantSlice(tenant, entities, {})
+    stubs: dict[str, dict[str, tuple[str, str]]] = {}
     for entity, refs in REF_COLUMNS.items():
         if entity in entities:
             _resolve_ref_columns(out, entities[entity], refs, indexes)
@@ -101,16 +104,21 @@ def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant) -> TenantSli
         links = pl.concat(frames)
         owned = set().union(*(set(entities[e].rows["legacy_key"].to_list()) for e in owners if e in entities))
         links = links.filter(pl.col("owner_key").is_in(list(owned)))
-        a_index, b_index = indexes.get(a_entity, {}), indexes.get(b_entity, {})
+        a_index, b_index = indexes.setdefault(a_entity, {}), indexes.setdefault(b_entity, {})
+        creatable = set((create_missing or {}).get(junction, ())) if b_entity in entities else set()
         resolved, missing = [], []
         for a_ref, b_ref, kind, _ in links.iter_rows():
             a_key, b_key = a_index.get(ref_key(a_ref)), b_index.get(ref_key(b_ref))
+            if a_key is not None and b_key is None and kind in creatable:
+                b_key = f"ref:{ref_key(b_ref).replace(' ', '-')}"
+                b_index[ref_key(b_ref)] = b_key
+                stubs.setdefault(b_entity, {})[b_key] = (b_ref, f"{junction}.{kind}")
             if a_key is None:
                 missing.append(f"{a_ref!r} ({a_entity})")
             elif b_key is None:
                 missing.append(f"{b_ref!r} ({b_entity})")
             else:
-                resolved.append((a_key, b_key, kind))
+                resolved.append((a_key, b_key, kind if kind_col else None))
         frame = pl.DataFrame(resolved, schema={"a_key": pl.Utf8, "b_key": pl.Utf8, "kind": pl.Utf8},
                              orient="row").unique(maintain_order=True)
         cols = {
@@ -126,7 +134,24 @@ def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant) -> TenantSli
         if missing:
             out.findings.append(f"{junction}: {len(missing)} of {links.height} references name no "
                                 f"{tenant.slug} row, e.g. {', '.join(sorted(set(missing))[:3])}")
+    for entity, made in stubs.items():
+        _add_stubs(entities[entity], tenant, made)
     return out
+
+
+def _add_stubs(part: EntitySlice, tenant: Tenant, made: dict[str, tuple[str, str]]) -> None:
+    """Minimal rows for references that named no row (rules/references.yaml)."""
+    import json
+
+    keys = list(made)
+    frame = pl.DataFrame({
+        "legacy_key": keys, "name": [made[k][0] for k in keys],
+        "metadata": [json.dumps({"created_from": made[k][1], "reference": made[k][0]}) for k in keys],
+        "tenants": [[tenant.slug]] * len(keys), "tenant_rule": ["created for a reference"] * len(keys),
+        "_source": ["rules/references.yaml"] * len(keys), "_aliases": [[ref_key(made[k][0])] for k in keys],
+        "id": _ids(tenant, part.entity, keys), "tenant_id": [str(tenant.id)] * len(keys)})
+    part.rows = pl.concat([part.rows, frame], how="diagonal_relaxed")
+    part.created += len(keys)
 
 
 def _resolve_ref_columns(out: TenantSlice, part: EntitySlice, refs: dict, indexes: dict) -> None:

@@ -78,6 +78,7 @@ class Rules:
     enums: dict[str, EnumMap]
     areas: AreaRules
     tenancy: dict[str, EntityTenancy] = field(default_factory=dict)
+    create_missing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # junction -> origins
 
     def enum(self, name: str) -> EnumMap:
         return self.enums[name]
@@ -164,4 +165,6 @@ def load_rules(rules_dir: Path | str | None = None, tenants_file: Path | str | N
         raise ConfigError(f"{folder / 'enums.yaml'}: needs a functional_area section")
     areas = _load_areas(folder / "functional_areas.yaml", enums["functional_area"].labels)
     tenancy = _load_tenancy(folder / "tenancy.yaml", {t.slug for t in tenants.tenants})
-    return Rules(tenants, enums, areas, tenancy)
+    refs = folder / "references.yaml"
+    create = {j: tuple((spec or {}).get("create_missing") or ()) for j, spec in (_read(refs) if refs.exists() else {}).items()}
+    return Rules(tenants, enums, areas, tenancy, create)
