@@ -15,7 +15,7 @@ VITAL_PREFECT_PORT ?= 4200
 # for the targets that talk to the local server started by `make up`
 LOCAL_API := PREFECT_API_URL=http://127.0.0.1:$(VITAL_PREFECT_PORT)/api
 
-.PHONY: setup demo test up down deploy db-start db-stop bootstrap sample rehearse clean help
+.PHONY: setup demo test up down deploy db-start db-stop bootstrap sample rehearse bench clean help
 
 help:
 	@echo "make setup      create .venv and install vital-etl with its dependencies"
@@ -27,6 +27,7 @@ help:
 	@echo "make sample     build the bundled sample: legacy tables in the source DB, export files in VITAL_HOME"
 	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
 	@echo "make rehearse   SCHEMA=... DATA=... MANIFEST=...: restore a dump, migrate every tenant into an embedded copy"
+	@echo "make bench      the benchmarks of bench/ (tables printed, JSON in bench/results/); takes ~20 min"
 	@echo "make clean      make down, then remove VITAL_HOME"
 
 setup: $(STAMP)
@@ -97,6 +98,17 @@ rehearse: setup
 	done; \
 	echo "rehearsal logs and databases: $(REHEARSAL_HOME) (make down VITAL_HOME=$(REHEARSAL_HOME) stops its PostgreSQL)"; \
 	exit $$status
+
+# Benchmarks (not tests): each prints a table and writes bench/results/<name>.json.
+BENCH_LOAD_SIZES ?= 10000,100000
+BENCH_MEMORY_SIZES ?= 50000,100000,200000
+BENCH_HNSW_ROWS ?= 100000
+bench: setup
+	$(BIN)/python bench/bench_load.py --sizes $(BENCH_LOAD_SIZES)
+	$(BIN)/python bench/bench_embed.py
+	$(BIN)/python bench/bench_runs.py incremental
+	$(BIN)/python bench/bench_runs.py memory --sizes $(BENCH_MEMORY_SIZES)
+	$(BIN)/python bench/bench_hnsw.py --rows $(BENCH_HNSW_ROWS)
 
 test: setup
 	mkdir -p $(PREFECT_HOME)

@@ -205,7 +205,7 @@ def embed_all(table: str, tenant: str, texts: list[str], hashes: list[str]) -> E
     return total
 
 
-def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool) -> dict:
+def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool, embed_now: bool = True) -> dict:
     """Embed and load every entity of the slice, then its junction rows; quarantine rejects.
     complete: the run covers every entity of the manifest, so junction rows it no longer
     derives can be pruned."""
@@ -217,7 +217,8 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool)
         derived = {"knowledge_chunks": chunk_documents(rows, str(tenant.id))} if entity == "knowledge_documents" else {}
         for table, table_rows in [(entity, rows), *derived.items()]:
             texts = with_hashes(table, table_rows, spec.model_id)
-            stats = embed_all(table, tenant.slug, texts, [r["content_sha256"] for r in table_rows] if texts else [])
+            hashes = [r["content_sha256"] for r in table_rows] if texts else []
+            stats = embed_all(table, tenant.slug, texts, hashes) if embed_now else EmbedStats()
             result = load_entity(table, table_rows, tenant.slug, batch_size)
             rejects = [(q["legacy_key"], q["reason"], q["payload"]) for q in s.quarantined.iter_rows(named=True)] \
                 if table == entity else []
@@ -251,12 +252,13 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool)
 
 @flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True, task_runner=task_runner())
 def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str] | None = None,
-                   dry_run: bool = False, batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
+                   dry_run: bool = False, batch_size: int = DEFAULT_BATCH_ROWS, embed: bool = True) -> dict:
     """Extract -> normalize -> embed -> load -> link -> verify -> report, for one tenant.
 
     tenant: slug from rules/tenants.yaml. manifest: sources manifest (default: the bundled
     sample). entities: a subset (default: all in the manifest). dry_run: extract, normalize and
-    validate, then report; write nothing. batch_size: rows per read and per load batch."""
+    validate, then report; write nothing. batch_size: rows per read and per load batch.
+    embed: False loads rows without vectors (embedding NULL) for backfill-embeddings to fill later."""
     logger = get_run_logger()
     m, rules, wanted = load_inputs(manifest, tenant, entities)
     labels = read_tenant_labels(m)
@@ -270,12 +272,12 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     summary = assert_json(tenant_summary(part, normalized, sources, dry_run=dry_run))
     if not dry_run:
-        params = {"tenant": tenant, "manifest": str(m.path), "entities": wanted, "batch_size": batch_size,
+        params = {"tenant": tenant, "manifest": str(m.path), "entities": wanted, "batch_size": batch_size, "embed": embed,
                   "model": model_spec().model_id, "flow_run": str(getattr(FlowRunContext.get(), "flow_run", None)
                                                                    and FlowRunContext.get().flow_run.id)}
         run_id = start_run(tenant, params)
         try:
-            loaded = load_tenant(part, run_id, batch_size, complete=set(wanted) == set(m.entities))
+            loaded = load_tenant(part, run_id, batch_size, complete=set(wanted) == set(m.entities), embed_now=embed)
             summary["entities"] = {e: {k: c[k] for k in ("read", "created", "loaded", "quarantined", "skipped",
                                                          "embedded", "reused")} for e, c in loaded["entities"].items()}
             summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}

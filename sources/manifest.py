@@ -26,10 +26,9 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tasks.errors import ConfigError
 from tasks.normalize import ENTITIES
+from tasks.yamlfile import read_yaml
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "sample.yaml"
 FILE_KINDS = {"json", "jsonl", "csv", "parquet", "markdown"}
@@ -144,12 +143,7 @@ def load_manifest(path: Path | str) -> Manifest:
     """Parse and check a manifest: unknown entities or kinds and missing files are named here,
     before any work starts. (Database checks: `check_sources`.)"""
     path = Path(path).resolve()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "manifest", ManifestError)
     if not isinstance(data, dict) or not isinstance(data.get("entities"), dict) or not data["entities"]:
         raise ManifestError(f"{path}: needs an `entities:` mapping of entity -> list of sources")
     base = path.parent

@@ -59,7 +59,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
     entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
     summary = migrate_tenant(tenant=args.tenant, manifest=args.manifest, entities=entities,
-                             dry_run=args.dry_run, batch_size=args.batch_size)
+                             dry_run=args.dry_run, batch_size=args.batch_size, embed=not args.no_embed)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return 0 if summary["reconciled"] else 1
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     mig.add_argument("--manifest", help="sources manifest (default: the bundled sample)")
     mig.add_argument("--entities", help="comma-separated subset of entities")
     mig.add_argument("--dry-run", action="store_true", help="extract, normalize, validate and report; write nothing")
-    mig.add_argument("--batch-size", type=int, default=5000, help="rows per read batch")
+    mig.add_argument("--batch-size", type=int, default=5000, help="rows per read and per load batch")
+    mig.add_argument("--no-embed", action="store_true", help="load without vectors; run `vital-etl backfill` later")
     mig.add_argument("--json", action="store_true", help="also print the summary as JSON")
     mig.set_defaults(func=_migrate)
     ver = sub.add_parser("verify", help="verify one tenant's migration (flow verify-tenant)")

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-import yaml
-
 from tasks.errors import ConfigError
 from tasks.identity import tenant_id
 from tasks.settings import RULES_DIR
+from tasks.yamlfile import read_yaml
 
 TIERS = ("free", "starter", "professional", "enterprise")
 STATUSES = ("active", "trial", "suspended", "inactive")
@@ -60,12 +59,7 @@ def _uuid_list(values, where: str) -> tuple[str, ...]:
 def load_tenants(path: Path | str | None = None) -> TenantRules:
     """Read and validate the tenants file; every mistake is named with its place."""
     path = Path(path) if path else RULES_DIR / "tenants.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: tenants file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "tenants file") or {}
     raw = data.get("tenants") if isinstance(data, dict) else None
     if not raw or not isinstance(raw, list):
         raise ConfigError(f"{path}: needs a non-empty list under 'tenants:'")

@@ -122,19 +122,7 @@ def parse_bool(value: str | None) -> bool | None:
     raise ValueError(f"not a boolean: {value[:40]!r} (expected t/f, true/false, yes/no)")
 
 
-def parse_int(value: str | None) -> int | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        d = Decimal(value.strip())
-    except InvalidOperation:
-        raise ValueError(f"not a number: {value[:40]!r}") from None
-    if d != d.to_integral_value():
-        raise ValueError(f"not a whole number: {value[:40]!r}")
-    return int(d)
-
-
-def parse_decimal(value: str | None) -> float | None:
+def _decimal(value: str | None) -> Decimal | None:
     if value is None or not value.strip():
         return None
     try:
@@ -143,7 +131,19 @@ def parse_decimal(value: str | None) -> float | None:
         raise ValueError(f"not a number: {value[:40]!r}") from None
     if not d.is_finite():
         raise ValueError(f"not a finite number: {value[:40]!r}")
-    return float(d)
+    return d
+
+
+def parse_int(value: str | None) -> int | None:
+    d = _decimal(value)
+    if d is not None and d != d.to_integral_value():
+        raise ValueError(f"not a whole number: {value[:40]!r}")
+    return None if d is None else int(d)
+
+
+def parse_decimal(value: str | None) -> float | None:
+    d = _decimal(value)
+    return None if d is None else float(d)
 
 
 _TS_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S",

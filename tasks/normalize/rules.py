@@ -7,9 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tasks.errors import ConfigError
+from tasks.yamlfile import read_yaml
 from tasks.settings import RULES_DIR
 from tasks.tenants import TenantRules, load_tenants
 
@@ -85,12 +84,7 @@ class Rules:
 
 
 def _read(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: rule file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "rule file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
