@@ -130,6 +130,14 @@ def prune_links(junction: str, tenant: str, tenant_id: str, rows: list[dict]) ->
             (tenant_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])).rowcount
 
 
+@task(name="count-stale", task_run_name="count-stale-{table}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def count_stale(table: str, tenant: str, tenant_id: str, ids: list[str]) -> int:
+    """Rows of the tenant in the target that the sources no longer have (reported, kept)."""
+    with connect(target_dsn(), autocommit=True) as conn:
+        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND NOT (id = ANY(%s::uuid[]))")
+                            .format(sql.Identifier(table)), (tenant_id, ids)).fetchone()[0]
+
+
 @task(name="link-by-similarity", cache_policy=NO_CACHE, **IO_RETRIES)
 def link_similar(tenant_id: str) -> dict[str, int]:
     with connect(target_dsn(), autocommit=True) as conn:
@@ -212,6 +220,7 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
     tenant, spec = part.tenant, model_spec()
     counts: dict[str, dict] = {}
     refused: list[dict] = []
+    findings: list[str] = []
     for entity, s in part.entities.items():
         rows = rows_for_load(s.rows)
         derived = {"knowledge_chunks": chunk_documents(rows, str(tenant.id))} if entity == "knowledge_documents" else {}
@@ -238,6 +247,11 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
                              "reused": stats.reused, "written": result.written, "retries": result.retries}
         if derived:
             prune_chunks(str(tenant.id), [r["id"] for r in rows], [r["id"] for r in derived["knowledge_chunks"]])
+        if complete:
+            stale = count_stale(entity, tenant.slug, str(tenant.id), [r["id"] for r in rows])
+            if stale:
+                findings.append(f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
+                                "sources; they were kept (undo-tenant, then migrate again, removes them)")
     junctions = {}
     for junction, frame in part.junctions.items():
         rows = frame.to_dicts()
@@ -247,7 +261,7 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
         write_quarantine(run_id, tenant.slug, junction, [(None, f"database refused the row: {reason}", row)
                                                           for row, reason in result.failed])
         junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed)}
-    return {"entities": counts, "junctions": junctions, "refused": refused}
+    return {"entities": counts, "junctions": junctions, "refused": refused, "findings": findings}
 
 
 @flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True, task_runner=task_runner())
@@ -282,6 +296,7 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
                                                          "embedded", "reused")} for e, c in loaded["entities"].items()}
             summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}
             summary["quarantine"] += loaded["refused"]
+            summary["findings"] += loaded["findings"]
             summary["similarity_links"] = link_similar(str(part.tenant.id))
             summary["indexes_built"] = build_indexes()
             summary["run_id"] = run_id

@@ -68,6 +68,7 @@ class EmbeddedPostgres:
         self.pgdata = self.home / "pg"
         self._owner_file = self.home / _OWNER_FILE
         self._server = None
+        self._databases: set[str] = set()  # known to exist (created or checked by this handle)
 
     # --- state on disk -------------------------------------------------------------
     def _postmaster_pid(self) -> int | None:
@@ -129,10 +130,12 @@ class EmbeddedPostgres:
     def dsn(self, database: str) -> str:
         """DSN of `database` on the server, created when missing (the server is started if needed)."""
         base = self.start() if self._server is None else self._server.get_uri()
-        with psycopg.connect(base, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-            if not exists:
-                conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
+        if database not in self._databases:
+            with psycopg.connect(base, autocommit=True) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+                if not exists:
+                    conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
+            self._databases.add(database)
         return self._server.get_uri(database=database)
 
     def stop(self, timeout: float = 15.0) -> bool:
@@ -152,6 +155,7 @@ class EmbeddedPostgres:
             _reap(pid)
         self._owner_file.unlink(missing_ok=True)
         self._server = None
+        self._databases.clear()
         self._forget_handle()
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -78,11 +79,21 @@ def test_migrate_rerun_change_undo(sample_env):
     third = migrate_tenant(tenant="pharma")
     assert {e: c["embedded"] for e, c in third["entities"].items() if c["embedded"]} == {"agents": 1}
 
+    # a row removed from the source is reported, and kept
+    tools_file = sample.sample_dir() / "exports" / "tools.json"
+    tools_file.write_text(json.dumps(json.loads(tools_file.read_text())[1:]))
+    fourth = migrate_tenant(tenant="pharma")
+    assert "tools: 1 row(s) of pharma in the target are no longer in the sources; they were kept " \
+           "(undo-tenant, then migrate again, removes them)" in fourth["findings"]
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM tools WHERE tenant_id = %s",
+                            (str(tenant_id("pharma")),)).fetchone()[0] == 5
+
     dh = migrate_tenant(tenant="digital-health")
     assert dh["verify"]["passed"]
     dh_before = contents(target, "digital-health")
     removed = undo_tenant(tenant="pharma", confirm="pharma")
-    assert removed["agents"] == 36 and removed["etl.runs"] == 3
+    assert removed["agents"] == 36 and removed["etl.runs"] == 4
     assert all(rows == [] for rows in contents(target, "pharma").values())
     assert contents(target, "digital-health") == dh_before
 
