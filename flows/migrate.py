@@ -6,27 +6,26 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
-from psycopg import sql
 
 from sources.manifest import DEFAULT_MANIFEST, Manifest, check_sources, load_manifest
-from tasks import runs
+from tasks import runs, sync
 from tasks.chunk import chunk_documents
 from tasks.db import connect, target_dsn
 from tasks.embed import SEARCHABLE, EmbedStats, ensure_cached
 from tasks.errors import ConfigError
 from tasks.extract import DEFAULT_BATCH_ROWS, Extracted, extract_entity, read_labels
 from tasks.links import link_by_similarity, load_link_rules
-from tasks.load import LoadResult, build_vector_indexes, load_rows
+from tasks.load import SELF_REFERENCES, LoadResult, build_vector_indexes, load_rows, parents_first
 from tasks.normalize import ENTITIES
 from tasks.normalize.base import Normalized, normalize_frame
-from tasks.normalize.resolve import JUNCTIONS, TenantSlice, slice_tenant
+from tasks.normalize.resolve import TenantSlice, slice_tenant
 from tasks.normalize.rules import Rules, load_rules
 from tasks.prepare import rows_for_load, with_hashes
 from tasks.report import migration_report_markdown, publish_markdown, publish_table
 from tasks.retry import retry_transient
 from tasks.settings import model_spec
 from tasks.runner import task_runner
-from tasks.summary import assert_json, reconciles, tenant_summary
+from tasks.summary import assert_json, reconciles, sum_summaries, tenant_summary
 from tasks.verify import verify
 
 IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 8, 30], retry_jitter_factor=0.5,
@@ -110,32 +109,22 @@ def record_ids(tenant: str, entity: str, pairs: list[tuple[str, str]]) -> None:
 def prune_chunks(tenant_id: str, document_ids: list[str], chunk_ids: list[str]) -> int:
     """Chunks are derived rows: those of re-chunked documents that no longer exist go."""
     with connect(target_dsn(), autocommit=True) as conn:
-        return conn.execute("DELETE FROM knowledge_chunks WHERE tenant_id = %s AND document_id = ANY(%s) "
-                            "AND NOT (id = ANY(%s))", (tenant_id, document_ids, chunk_ids)).rowcount
+        return sync.prune_chunks(conn, tenant_id, document_ids, chunk_ids)
 
 
 @task(name="prune-links", task_run_name="prune-{junction}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
 def prune_links(junction: str, tenant: str, tenant_id: str, rows: list[dict]) -> int:
     """Junction rows derived from the sources (mapping_source automated) that this run no longer
     derives (the source changed) go, so re-runs converge on the sources."""
-    a_col, b_col, kind_col = JUNCTIONS[junction][2:]
-    keys = [(r[a_col], r[b_col], r.get(kind_col) if kind_col else "") for r in rows]
-    kind_match = sql.SQL("AND k.t = j.{}").format(sql.Identifier(kind_col)) if kind_col else sql.SQL("")
     with connect(target_dsn(), autocommit=True) as conn:
-        return conn.execute(sql.SQL(
-            """DELETE FROM {j} j WHERE j.tenant_id = %s AND j.mapping_source = 'automated' AND NOT EXISTS (
-                 SELECT 1 FROM unnest(%s::uuid[], %s::uuid[], %s::text[]) AS k(a, b, t)
-                 WHERE k.a = j.{a} AND k.b = j.{b} {kind})""").format(
-            j=sql.Identifier(junction), a=sql.Identifier(a_col), b=sql.Identifier(b_col), kind=kind_match),
-            (tenant_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])).rowcount
+        return sync.prune_links(conn, junction, tenant_id, rows)
 
 
 @task(name="count-stale", task_run_name="count-stale-{table}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
 def count_stale(table: str, tenant: str, tenant_id: str, ids: list[str]) -> int:
     """Rows of the tenant in the target that the sources no longer have (reported, kept)."""
     with connect(target_dsn(), autocommit=True) as conn:
-        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND NOT (id = ANY(%s::uuid[]))")
-                            .format(sql.Identifier(table)), (tenant_id, ids)).fetchone()[0]
+        return sync.count_stale(conn, table, tenant_id, ids)
 
 
 @task(name="link-by-similarity", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -161,32 +150,14 @@ def finish_run(run_id: str, summary: dict, status: str, error: str | None = None
         runs.finish_run(conn, run_id, summary, status, error)
 
 
-# tables whose rows reference rows of the same table: parents are loaded before children
-SELF_REFERENCES = {"knowledge_domains": "parent_id"}
-
-
-def parents_first(rows: list[dict], column: str) -> list[dict]:
-    """Rows ordered by depth in their hierarchy (roots first); cycles are left to the database."""
-    parent = {r["id"]: r.get(column) for r in rows}
-
-    def depth(node: str) -> int:
-        seen, d = set(), 0
-        while parent.get(node) and node not in seen:
-            seen.add(node)
-            node, d = parent[node], d + 1
-        return d
-
-    return sorted(rows, key=lambda r: depth(r["id"]))
-
-
 def load_entity(table: str, rows: list[dict], tenant: str, batch_size: int) -> LoadResult:
     """One copy-batch task per batch, submitted to the flow's task runner (threads or Dask);
     their results summed. A self-referencing table loads its batches in order, parents first."""
     total = LoadResult(table)
+    if table in SELF_REFERENCES:
+        rows = parents_first(rows, SELF_REFERENCES[table])
     batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
     if table in SELF_REFERENCES:
-        ordered = parents_first(rows, SELF_REFERENCES[table])
-        batches = [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
         results = [copy_batch(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
     else:
         futures = [copy_batch.submit(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
@@ -406,24 +377,3 @@ def migrate_all(manifest: str | None = None, tenants: list[str] | None = None, d
         raise ConfigError(f"migrate-all: runs did not complete: {failed}")
     return total
 
-
-def sum_summaries(summaries: dict[str, dict]) -> dict:
-    """The tenants' summaries added up (entities and junctions), with per-tenant figures kept."""
-    entities: dict[str, dict] = {}
-    junctions: dict[str, dict] = {}
-    for summary in summaries.values():
-        for entity, c in summary.get("entities", {}).items():
-            acc = entities.setdefault(entity, dict.fromkeys(c, 0))
-            for k, v in c.items():
-                acc[k] = acc.get(k, 0) + v
-        for j, c in summary.get("junctions", {}).items():
-            acc = junctions.setdefault(j, {})
-            for k, v in c.items():
-                if isinstance(v, int):
-                    acc[k] = acc.get(k, 0) + v
-    return {"tenant": ", ".join(summaries), "dry_run": all(s.get("dry_run") for s in summaries.values()),
-            "entities": entities, "junctions": {j: {"rows": c.get("rows", 0), "references": c.get("references", 0),
-                                                    "unresolved": c.get("unresolved", 0)} for j, c in junctions.items()},
-            "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
-            "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],
-            "reconciled": all(s.get("reconciled") for s in summaries.values()), "tenants": summaries}

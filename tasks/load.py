@@ -222,3 +222,21 @@ def build_vector_indexes(dsn: str, tables: list[str]) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
     return made
+
+
+# tables whose rows reference rows of the same table: parents are loaded before children
+SELF_REFERENCES = {"knowledge_domains": "parent_id"}
+
+
+def parents_first(rows: list[dict], column: str) -> list[dict]:
+    """Rows ordered by depth in their hierarchy (roots first); cycles are left to the database."""
+    parent = {r["id"]: r.get(column) for r in rows}
+
+    def depth(node: str) -> int:
+        seen, d = set(), 0
+        while parent.get(node) and node not in seen:
+            seen.add(node)
+            node, d = parent[node], d + 1
+        return d
+
+    return sorted(rows, key=lambda r: depth(r["id"]))

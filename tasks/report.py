@@ -5,10 +5,6 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger(__name__)
-# report order (a summary read back from jsonb has its keys sorted otherwise)
-ENTITY_ORDER = ("org_functions", "org_departments", "org_roles", "org_responsibilities", "capabilities", "tools",
-                "knowledge_domains", "knowledge_documents", "knowledge_chunks", "personas", "jobs_to_be_done",
-                "agents", "prompts")
 
 
 def schema_report_markdown(summary: dict) -> str:
@@ -59,7 +55,10 @@ def migration_report_markdown(summary: dict) -> str:
              "| entity | read | created | loaded | quarantined | skipped (other tenant) | embedded | reused |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     totals = dict.fromkeys(("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
-    order = {e: i for i, e in enumerate(ENTITY_ORDER)}
+    from tasks.normalize import CATALOGUE_TABLES
+
+    # catalogue order (a summary read back from jsonb has its keys sorted otherwise)
+    order = {e: i for i, e in enumerate(CATALOGUE_TABLES)}
     for entity, c in sorted(summary["entities"].items(), key=lambda kv: order.get(kv[0], len(order))):
         lines.append(f"| {entity} | {c['read']} | {c.get('created', 0)} | {c['loaded']} | {c['quarantined']} | "
                      f"{c['skipped']} | {c['embedded']} | {c['reused']} |")

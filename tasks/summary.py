@@ -44,3 +44,25 @@ def reconciles(c: dict) -> bool:
 def assert_json(summary: dict) -> dict:
     """The summary must survive JSON (it is a flow result and an etl.runs row)."""
     return json.loads(json.dumps(summary, default=str))
+
+
+def sum_summaries(summaries: dict[str, dict]) -> dict:
+    """The tenants' summaries added up (entities and junctions), with per-tenant figures kept."""
+    entities: dict[str, dict] = {}
+    junctions: dict[str, dict] = {}
+    for summary in summaries.values():
+        for entity, c in summary.get("entities", {}).items():
+            acc = entities.setdefault(entity, dict.fromkeys(c, 0))
+            for k, v in c.items():
+                acc[k] = acc.get(k, 0) + v
+        for j, c in summary.get("junctions", {}).items():
+            acc = junctions.setdefault(j, {})
+            for k, v in c.items():
+                if isinstance(v, int):
+                    acc[k] = acc.get(k, 0) + v
+    return {"tenant": ", ".join(summaries), "dry_run": all(s.get("dry_run") for s in summaries.values()),
+            "entities": entities, "junctions": {j: {"rows": c.get("rows", 0), "references": c.get("references", 0),
+                                                    "unresolved": c.get("unresolved", 0)} for j, c in junctions.items()},
+            "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
+            "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],
+            "reconciled": all(s.get("reconciled") for s in summaries.values()), "tenants": summaries}

@@ -8,8 +8,8 @@ import psycopg
 from psycopg import sql
 
 from tasks.errors import ConfigError
+from tasks.normalize import CATALOGUE_TABLES
 from tasks.normalize.resolve import JUNCTIONS
-from tasks.verify import CATALOGUE
 
 
 def check_confirmation(tenant: str, confirm: str | None) -> None:
@@ -22,7 +22,7 @@ def undo_tenant(conn: psycopg.Connection, tenant: str, tenant_id: str) -> dict[s
     """Delete the tenant's rows in one transaction; returns rows removed per table."""
     removed = {}
     with conn.transaction():
-        for table in [*JUNCTIONS, *reversed(CATALOGUE)]:
+        for table in [*JUNCTIONS, *reversed(CATALOGUE_TABLES)]:
             removed[table] = conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(
                 sql.Identifier(table)), (tenant_id,)).rowcount
         for table in ("quarantine", "id_map", "runs"):

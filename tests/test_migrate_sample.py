@@ -19,9 +19,9 @@ from flows.undo import undo_tenant
 from flows.verify import verify_tenant
 from sources import sample
 from tasks.identity import tenant_id
-from tasks.verify import CATALOGUE
+from tasks.normalize import CATALOGUE_TABLES
 
-TABLES = list(CATALOGUE) + ["agent_capabilities", "agent_knowledge_domains", "agent_relations",
+TABLES = list(CATALOGUE_TABLES) + ["agent_capabilities", "agent_knowledge_domains", "agent_relations",
                             "capability_dependencies", "role_responsibilities", "department_roles",
                             "function_departments", "function_roles", "jtbd_personas", "agent_jtbds"]
 CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "vital-etl"

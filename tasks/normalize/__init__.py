@@ -24,3 +24,7 @@ ENTITIES = {
     "agents": shape_agent,
     "prompts": shape_prompt,
 }
+
+# every catalogue table in load order: the entities, with knowledge_chunks (derived from
+# knowledge_documents) right after the documents
+CATALOGUE_TABLES = tuple(t for e in ENTITIES for t in ((e, "knowledge_chunks") if e == "knowledge_documents" else (e,)))
