@@ -15,12 +15,14 @@ VITAL_PREFECT_PORT ?= 4200
 # for the targets that talk to the local server started by `make up`
 LOCAL_API := PREFECT_API_URL=http://127.0.0.1:$(VITAL_PREFECT_PORT)/api
 
-.PHONY: setup demo test up down deploy db-start db-stop bootstrap sample rehearse bench clean help
+.PHONY: setup demo test lint format up down deploy db-start db-stop bootstrap sample rehearse bench clean help
 
 help:
 	@echo "make setup      create .venv and install vital-etl with its dependencies"
 	@echo "make demo       the whole job on embedded defaults, through prefect deployment run, per tenant"
 	@echo "make test       run the test suite (sets up first)"
+	@echo "make lint       ruff check and ruff format --check (CI runs it before the tests)"
+	@echo "make format     ruff format and the safe ruff fixes"
 	@echo "make up         start a local Prefect server and a process worker in the background"
 	@echo "make deploy     prefect deploy --all (prefect.yaml) to the local server"
 	@echo "make down       stop what make up started, and the embedded PostgreSQL"
@@ -109,6 +111,14 @@ bench: setup
 	$(BIN)/python bench/bench_runs.py incremental
 	$(BIN)/python bench/bench_runs.py memory --sizes $(BENCH_MEMORY_SIZES)
 	$(BIN)/python bench/bench_hnsw.py --rows $(BENCH_HNSW_ROWS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: setup
 	mkdir -p $(PREFECT_HOME)

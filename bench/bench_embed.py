@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 
 import psycopg
-from common import bench_home, fresh_target, save, table, timed
 
+from core.settings import model_spec
 from sources.sample import SPECIALTIES
 from tasks.embed import content_sha256, ensure_cached
 from tasks.model import _load, encode
-from tasks.settings import model_spec
+
+from common import bench_home, fresh_target, save, table, timed
 
 
 def texts(n: int) -> list[str]:

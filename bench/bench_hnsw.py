@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 import psycopg
-from common import bench_home, save, table, timed
 from pgvector.psycopg import register_vector
+
+from common import bench_home, save, table, timed
 
 
 def build(dsn: str, mem: str | None) -> None:

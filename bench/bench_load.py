@@ -14,13 +14,14 @@ import uuid
 
 import numpy as np
 import psycopg
-from common import bench_home, fresh_target, save, table, timed
 from pgvector.psycopg import register_vector
 
-from tasks.embed import EmbedStats, ensure_cached
-from tasks.identity import row_id, tenant_id
+from core.identity import row_id, tenant_id
+from core.settings import ModelSpec
+from tasks.embed import ensure_cached
 from tasks.load import load_rows
-from tasks.settings import ModelSpec
+
+from common import bench_home, fresh_target, save, table, timed
 
 DIM = 384
 MODEL = ModelSpec("bench/random-384", None, DIM)

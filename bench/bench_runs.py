@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+
 from common import ROOT, bench_home, fresh_target, save, table, timed
 
 
@@ -37,8 +38,8 @@ def incremental(scale: int) -> None:
         sample.write_files(s, sample.sample_dir())
         sample.build_legacy_db(s, source)
         migrate_tenant(tenant="pharma", entities=["tools"], dry_run=True)  # start Prefect, load the model
+        from core.settings import model_spec
         from tasks.model import _load
-        from tasks.settings import model_spec
 
         _load(str(model_spec().path))
         runs = []

@@ -33,7 +33,7 @@ def bench_home():
         os.environ["VITAL_HOME"] = d
         for var in ("VITAL_SOURCE_DSN", "VITAL_TARGET_DSN"):
             os.environ.pop(var, None)
-        from tasks.db import EmbeddedPostgres
+        from local.embedded import EmbeddedPostgres
 
         server = EmbeddedPostgres(Path(d))
         server.start(persistent=False)
@@ -47,8 +47,9 @@ def fresh_target(server) -> str:
     """A new database with the schema and the tenants."""
     import psycopg
 
+    from core.tenants import load_tenants
     from tasks import schema
-    from tasks.tenants import load_tenants, upsert_tenants
+    from tasks.tenants import upsert_tenants
 
     dsn = server.dsn(f"bench_{uuid.uuid4().hex[:8]}")
     with psycopg.connect(dsn, autocommit=True) as conn:

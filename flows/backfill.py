@@ -3,27 +3,13 @@ model (e.g. after switching VITAL_EMBEDDING_MODEL), without re-running the migra
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
-from tasks.backfill import backfill_table
-from tasks.db import connect, target_dsn
-from tasks.embed import SEARCHABLE
-from tasks.errors import ConfigError
-from tasks.retry import retry_transient
-from tasks.settings import model_spec
-from tasks.tenants import load_tenants
-
-
-@task(name="backfill", task_run_name="backfill-{table}", cache_policy=NO_CACHE, retries=3,
-      retry_delay_seconds=[2, 8, 30], retry_jitter_factor=0.5, retry_condition_fn=retry_transient)
-def backfill(table: str, tenant_id: str | None, batch_size: int) -> dict:
-    from tasks.model import encode
-
-    logger = get_run_logger()
-    with connect(target_dsn(), autocommit=True) as conn:
-        return backfill_table(conn, table, model_spec(), encode, tenant_id, batch_size,
-                              progress=lambda done, total: logger.info("%s: %d/%d rows checked", table, done, total))
+from core.catalogue import SEARCHABLE
+from core.errors import ConfigError
+from core.settings import model_spec
+from core.tenants import load_tenants
+from tasks.backfill import backfill
 
 
 @flow(name="backfill-embeddings", log_prints=True)

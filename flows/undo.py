@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.db import connect, target_dsn
-from tasks.tenants import load_tenants
-from tasks.undo import check_confirmation, undo_tenant as remove_tenant_rows
+from tasks.undo import check_confirmation, remove_tenant_rows
 
 
 @flow(name="undo-tenant", flow_run_name="undo-{tenant}", log_prints=True)
@@ -14,8 +12,6 @@ def undo_tenant(tenant: str, confirm: str | None = None) -> dict:
     """Remove everything migrate-tenant loaded for `tenant`: catalogue and junction rows,
     chunks, quarantine, runs, id map. `confirm` must repeat the tenant slug."""
     check_confirmation(tenant, confirm)
-    t = load_tenants().by_slug(tenant)
-    with connect(target_dsn(), autocommit=True) as conn:
-        removed = remove_tenant_rows(conn, tenant, str(t.id))
+    removed = remove_tenant_rows(tenant)
     print(f"undo-tenant {tenant}: removed " + ", ".join(f"{n} {table}" for table, n in removed.items() if n))
     return removed

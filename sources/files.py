@@ -19,7 +19,7 @@ from uuid import UUID
 
 import polars as pl
 
-from tasks.errors import TerminalError
+from core.errors import TerminalError
 
 
 class SourceError(TerminalError):

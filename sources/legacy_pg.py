@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import polars as pl
 
+from core.connections import connect
 from sources.files import frame_of
-from tasks.db import connect
 
 
 def read_postgres(dsn: str, sql: str, batch_rows: int, detected: dict | None = None) -> Iterator[pl.DataFrame]:

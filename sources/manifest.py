@@ -26,9 +26,9 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import ConfigError
-from tasks.normalize import ENTITIES
-from tasks.yamlfile import read_yaml
+from core.catalogue import ENTITY_NAMES as ENTITIES
+from core.errors import ConfigError
+from core.yamlfile import read_yaml
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parent / "manifests" / "sample.yaml"
 FILE_KINDS = {"json", "jsonl", "csv", "parquet", "markdown"}
@@ -126,13 +126,13 @@ def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
 
 def _expand(text: str) -> str:
     """${VAR} in paths; ${VITAL_HOME} defaults like everywhere else (.vital)."""
-    from tasks.settings import vital_home
+    from core.settings import vital_home
 
     return string.Template(text).safe_substitute({**os.environ, "VITAL_HOME": str(vital_home())})
 
 
 def _sample_hint(path: Path) -> str:
-    from tasks.settings import vital_home
+    from core.settings import vital_home
 
     if (vital_home() / "sample") in path.parents:
         return "; build the bundled sample first: `.venv/bin/vital-etl sample` (make demo does)"
@@ -173,9 +173,9 @@ def load_manifest(path: Path | str) -> Manifest:
 
 def legacy_dsn(manifest: Manifest) -> str:
     """The legacy database: the manifest's DSN variable, else the embedded `vital_legacy`."""
-    from tasks.db import source_dsn
+    from core.connections import source_dsn
 
-    return os.environ.get(manifest.dsn_env) or source_dsn()
+    return source_dsn(manifest.dsn_env)
 
 
 def check_sources(manifest: Manifest, tenant_slugs: set[str]) -> None:
@@ -189,7 +189,7 @@ def check_sources(manifest: Manifest, tenant_slugs: set[str]) -> None:
                                         f"(known: {', '.join(sorted(tenant_slugs))})")
     import psycopg
 
-    from tasks.db import connect, mask_dsn
+    from core.connections import connect, mask_dsn
 
     for specs in manifest.entities.values():
         for s in specs:

@@ -284,7 +284,7 @@ def _domains() -> bytes:
     roots = [("Pharmaceuticals", "pharmaceuticals"), ("Digital Health", "digital-health-root")]
     rows = [{"name": n, "slug": s, "description": f"{n} industry.", "parent_slug": None, "domain_path": s,
              "depth_level": 0, "domain_type": "industry", "is_active": True} for n, s in roots]
-    for i, slug in enumerate(KNOWLEDGE_DOMAINS):
+    for slug in KNOWLEDGE_DOMAINS:
         parent = roots[1][1] if slug == "digital-health" else roots[0][1]
         rows.append({"name": slug.replace("-", " ").title(), "slug": slug, "description": f"All about {slug}.",
                      "parent_slug": parent, "domain_path": f"{parent}.{slug.replace('-', '_')}", "depth_level": 1,
@@ -375,7 +375,7 @@ LEGACY_DDL = {
 
 def sample_dir() -> Path:
     """Where the bundled sample's export files are written: $VITAL_HOME/sample."""
-    from tasks.settings import vital_home
+    from core.settings import vital_home
 
     return vital_home() / "sample"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import psycopg
 
-from tasks.db import connect
-from tasks.errors import TerminalError
-from tasks.schema import split_statements
+from core.connections import connect, embedded_dsn, embedded_uri
+from core.errors import TerminalError
+from core.sql import split_statements
 
 # Supabase-only or contrib extensions the embedded server does not have. Nothing in a VITAL
 # dump depends on pg_net, pg_graphql, supabase_vault or pg_stat_statements; what it uses of
@@ -161,25 +161,22 @@ def restore(admin_dsn: str, database: str, schema: Path, data: Path | None = Non
 def restored_copy(schema: Path, data: Path | None) -> tuple[str, RestoreResult | None]:
     """The DSN of the embedded copy of this dump, restoring it first unless a copy of the same
     files (by checksum) is already there. Returns (dsn, result of the restore or None if reused)."""
-    from tasks.db import embedded
-
-    server = embedded()
-    admin = server.dsn("postgres")
+    admin = embedded_dsn("postgres")
     database = f"legacy_copy_{dump_key(schema, data)}"
     with connect(admin, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (database,))
         try:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
             if exists:
-                with connect(server.dsn(database)) as copy:
+                with connect(embedded_uri(database)) as copy:
                     done = copy.execute("SELECT to_regclass('vital_restore.info')").fetchone()[0]
                 if done:
-                    return server.dsn(database), None
+                    return embedded_uri(database), None
             result = restore(admin, database, schema, data)
-            with connect(server.dsn(database), autocommit=True) as copy:
+            with connect(embedded_uri(database), autocommit=True) as copy:
                 copy.execute("CREATE SCHEMA vital_restore")
                 copy.execute("CREATE TABLE vital_restore.info AS SELECT %s::text AS report, %s::boolean AS complete",
                              (result.describe(), result.complete))
-            return server.dsn(database), result
+            return embedded_uri(database), result
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (database,))

@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import psycopg
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from core.connections import connect, target_dsn
+from core.retry import IO_RETRIES
+from core.settings import ModelSpec, model_spec
 from tasks.embed import EmbedStats, ensure_cached, texts_and_hashes
 from tasks.load import table_spec
-from tasks.settings import ModelSpec
 
 
 def backfill_table(conn: psycopg.Connection, table: str, spec: ModelSpec, encode: Callable,
@@ -50,3 +54,13 @@ def backfill_table(conn: psycopg.Connection, table: str, spec: ModelSpec, encode
         if progress:
             progress(seen, total)
     return {"rows": total, "stale": stale_count, "embedded": stats.embedded, "reused": stats.reused}
+
+
+@task(name="backfill", task_run_name="backfill-{table}", cache_policy=NO_CACHE, **IO_RETRIES)
+def backfill(table: str, tenant_id: str | None, batch_size: int) -> dict:
+    from tasks.model import encode
+
+    logger = get_run_logger()
+    with connect(target_dsn(), autocommit=True) as conn:
+        return backfill_table(conn, table, model_spec(), encode, tenant_id, batch_size,
+                              progress=lambda done, total: logger.info("%s: %d/%d rows checked", table, done, total))

@@ -86,7 +86,7 @@ def chunk_markdown(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVER
 
 def chunk_documents(documents: list[dict], tenant_id: str) -> list[dict]:
     """knowledge_chunks rows for a tenant's knowledge_documents rows (deterministic ids)."""
-    from tasks.identity import row_id
+    from core.identity import row_id
 
     rows = []
     for doc in documents:

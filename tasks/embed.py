@@ -17,8 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 
-from tasks.settings import ModelSpec
+from core.connections import connect, target_dsn
+from core.retry import IO_RETRIES
+from core.settings import ModelSpec, model_spec
 
 MAX_CHARS = 2000  # the model reads 256 word pieces (~1,000-1,500 characters); more is cut anyway
 
@@ -64,11 +69,10 @@ TEMPLATES: dict[str, Callable[[dict], str]] = {
                                     _labelled("Category", r.get("category"))),
     "knowledge_chunks": lambda r: _join(r.get("heading"), r.get("content")),
 }
-SEARCHABLE = tuple(TEMPLATES)
 
 
 def content_sha256(model_id: str, text: str) -> str:
-    return hashlib.sha256(f"{model_id}\n{text}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{model_id}\n{text}".encode()).hexdigest()
 
 
 def texts_and_hashes(entity: str, rows: list[dict], model_id: str) -> tuple[list[str], list[str]]:
@@ -82,7 +86,7 @@ class EmbedStats:
     embedded: int = 0   # texts encoded by the model in this call
     reused: int = 0     # rows whose vector came from the cache
 
-    def add(self, other: "EmbedStats") -> None:
+    def add(self, other: EmbedStats) -> None:
         self.rows += other.rows
         self.embedded += other.embedded
         self.reused += other.reused
@@ -116,3 +120,34 @@ def ensure_cached(conn: psycopg.Connection, spec: ModelSpec, texts: list[str], h
     fresh = set(missing)
     return EmbedStats(rows=len(hashes), embedded=len(missing),
                       reused=sum(1 for h in hashes if h not in fresh))
+
+
+@task(name="embed", task_run_name="embed-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def embed(entity: str, tenant: str, texts: list[str], hashes: list[str]) -> EmbedStats:
+    """Encode what etl.embedding_cache lacks, with a progress artifact while it runs."""
+    from tasks.model import encode
+
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(progress=0.0, description=f"embedding {entity} for {tenant}")
+
+    def progress(done: int, total: int) -> None:
+        update_progress_artifact(progress_id, progress=100.0 * done / total)
+        logger.info("embedding %s: %d/%d new texts", entity, done, total)
+
+    with connect(target_dsn(), autocommit=True) as conn:
+        stats = ensure_cached(conn, model_spec(), texts, hashes, encode, progress=progress)
+    update_progress_artifact(progress_id, progress=100.0)
+    return stats
+
+
+EMBED_CHUNK = 2000
+
+
+def embed_all(table: str, tenant: str, texts: list[str], hashes: list[str]) -> EmbedStats:
+    """embed tasks over chunks of EMBED_CHUNK texts (parallel on a Dask cluster)."""
+    total = EmbedStats()
+    futures = [embed.submit(table, tenant, texts[i:i + EMBED_CHUNK], hashes[i:i + EMBED_CHUNK])
+               for i in range(0, len(texts), EMBED_CHUNK)]
+    for f in futures:
+        total.add(f.result())
+    return total

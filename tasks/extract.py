@@ -8,11 +8,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
+from core.catalogue import ENTITY_NAMES
+from core.errors import ConfigError
+from core.retry import IO_RETRIES
 from sources.files import read_csv, read_json, read_jsonl, read_markdown, read_parquet
 from sources.legacy_pg import read_postgres
-from sources.manifest import LabelSpec, Manifest, SourceSpec, source_dsn_of
+from sources.manifest import (
+    DEFAULT_MANIFEST,
+    LabelSpec,
+    Manifest,
+    SourceSpec,
+    check_sources,
+    load_manifest,
+    source_dsn_of,
+)
 from tasks.normalize.common import parse_list
+from tasks.normalize.rules import Rules, load_rules
 
 DEFAULT_BATCH_ROWS = 5000
 
@@ -64,3 +78,31 @@ def read_labels(spec: LabelSpec, manifest: Manifest) -> dict[str, list[str]]:
                 out[key.strip()] = parse_list(labels) if labels and labels.strip()[:1] in "[{" else \
                     [x.strip() for x in (labels or "").split(",") if x.strip()]
     return out
+
+
+@task(name="load-manifest-and-rules", cache_policy=NO_CACHE)
+def load_inputs(manifest: str | None, tenant: str, entities: list[str] | None) -> tuple[Manifest, Rules, list[str]]:
+    """Everything checked before any row is read: manifest, rules, tenant, entity names, sources.
+    Returns the wanted entities in load order."""
+    m = load_manifest(manifest or DEFAULT_MANIFEST)
+    rules = load_rules(tenants_file=m.tenants_file)
+    rules.tenants.by_slug(tenant)
+    wanted = list(entities or m.entities)
+    unknown = [e for e in wanted if e not in ENTITY_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown entity {unknown[0]!r} in entities (known: {', '.join(ENTITY_NAMES)})")
+    missing = [e for e in wanted if e not in m.entities]
+    if missing:
+        raise ConfigError(f"{m.path}: has no sources for {', '.join(missing)}")
+    check_sources(m, {t.slug for t in rules.tenants.tenants})
+    return m, rules, [e for e in ENTITY_NAMES if e in wanted]
+
+
+@task(name="read-tenant-labels", cache_policy=NO_CACHE, **IO_RETRIES)
+def read_tenant_labels(manifest: Manifest) -> dict[str, dict[str, list[str]]]:
+    return {entity: read_labels(spec, manifest) for entity, spec in manifest.tenant_labels.items()}
+
+
+@task(name="extract", task_run_name="extract-{entity}", cache_policy=NO_CACHE, **IO_RETRIES)
+def extract(manifest: Manifest, entity: str, batch_size: int) -> Extracted:
+    return extract_entity(manifest, entity, batch_size)

@@ -4,19 +4,20 @@ pgvector: rule-based links from the sources stay; ml_model links are recomputed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
-import yaml
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 
-from tasks.errors import ConfigError
-from tasks.settings import RULES_DIR
-
-# junction -> (source table, source column, target table, target column)
-SIMILARITY_LINKS = {
-    "jtbd_personas": ("jobs_to_be_done", "jtbd_id", "personas", "persona_id"),
-    "agent_jtbds": ("agents", "agent_id", "jobs_to_be_done", "jtbd_id"),
-}
+from core.catalogue import SIMILARITY_LINKS
+from core.catalogue import junction as junction_of
+from core.connections import connect, target_dsn
+from core.errors import ConfigError
+from core.retry import IO_RETRIES
+from core.settings import RULES_DIR
+from core.yamlfile import read_yaml
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,8 @@ class LinkRule:
 
 
 def load_link_rules(path=None) -> dict[str, LinkRule]:
-    path = path or RULES_DIR / "links.yaml"
-    data = yaml.safe_load(open(path, encoding="utf-8")) or {}
+    path = Path(path) if path else RULES_DIR / "links.yaml"
+    data = read_yaml(path, "link rules") or {}
     out = {}
     for junction, spec in data.items():
         if junction not in SIMILARITY_LINKS:
@@ -46,7 +47,8 @@ def link_by_similarity(conn: psycopg.Connection, tenant_id: str, rules: dict[str
     similarity are broken by id, so the same embeddings always give the same links."""
     made = {}
     for junction, rule in rules.items():
-        src, src_col, dst, dst_col = SIMILARITY_LINKS[junction]
+        j = junction_of(junction)
+        src, src_col, dst, dst_col = j.a, j.a_col, j.b, j.b_col
         names = dict(junction=sql.Identifier(junction), src_col=sql.Identifier(src_col),
                      dst_col=sql.Identifier(dst_col), src=sql.Identifier(src), dst=sql.Identifier(dst))
         with conn.transaction():
@@ -73,3 +75,9 @@ def link_by_similarity(conn: psycopg.Connection, tenant_id: str, rules: dict[str
                 "SELECT count(*) FROM {junction} WHERE tenant_id = %s AND mapping_source = 'ml_model'").format(**names),
                 (tenant_id,)).fetchone()[0]
     return made
+
+
+@task(name="link-by-similarity", cache_policy=NO_CACHE, **IO_RETRIES)
+def link_similar(tenant_id: str) -> dict[str, int]:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return link_by_similarity(conn, tenant_id, load_link_rules())

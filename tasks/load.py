@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import psycopg
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from psycopg import errors as pg_errors
 from psycopg import sql
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from tasks.db import connect
-from tasks.errors import TransientError
-from tasks.retry import is_transient
+from core.catalogue import SEARCHABLE, SELF_REFERENCES
+from core.connections import connect, target_dsn
+from core.errors import TransientError
+from core.retry import IO_RETRIES, is_transient
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 DATA_ERRORS = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.InvalidTextRepresentation)
@@ -207,7 +210,7 @@ def build_vector_indexes(dsn: str, tables: list[str]) -> list[str]:
     """HNSW (cosine) on each table's embedding, after the bulk load, with a raised
     maintenance_work_mem (VITAL_MAINTENANCE_WORK_MEM, default 1GB). Existing indexes are kept."""
     made = []
-    mem = os.environ.get("VITAL_MAINTENANCE_WORK_MEM", "1GB")
+    mem = settings().maintenance_work_mem
     with connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(mem)))
         conn.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))  # tenants may finish together
@@ -224,10 +227,6 @@ def build_vector_indexes(dsn: str, tables: list[str]) -> list[str]:
     return made
 
 
-# tables whose rows reference rows of the same table: parents are loaded before children
-SELF_REFERENCES = {"knowledge_domains": "parent_id"}
-
-
 def parents_first(rows: list[dict], column: str) -> list[dict]:
     """Rows ordered by depth in their hierarchy (roots first); cycles are left to the database."""
     parent = {r["id"]: r.get(column) for r in rows}
@@ -240,3 +239,34 @@ def parents_first(rows: list[dict], column: str) -> list[dict]:
         return d
 
     return sorted(rows, key=lambda r: depth(r["id"]))
+
+
+@task(name="copy-batch", task_run_name="copy-{table}-{tenant}-{batch_no}", cache_policy=NO_CACHE, **IO_RETRIES)
+def copy_batch(table: str, tenant: str, batch_no: int, rows: list[dict]) -> LoadResult:
+    return load_rows(target_dsn(), table, rows, batch_size=len(rows) or 1)
+
+
+def load_table(table: str, rows: list[dict], tenant: str, batch_size: int) -> LoadResult:
+    """One copy-batch task per batch, submitted to the flow's task runner (threads or Dask);
+    their results summed. A self-referencing table loads its batches in order, parents first."""
+    total = LoadResult(table)
+    if table in SELF_REFERENCES:
+        rows = parents_first(rows, SELF_REFERENCES[table])
+    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    if table in SELF_REFERENCES:
+        results = [copy_batch(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
+    else:
+        futures = [copy_batch.submit(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
+        results = [f.result() for f in futures]
+    for r in results:
+        total.loaded += r.loaded
+        total.written += r.written
+        total.batches += 1
+        total.retries += r.retries
+        total.failed += r.failed
+    return total
+
+
+@task(name="build-vector-indexes", cache_policy=NO_CACHE, **IO_RETRIES)
+def build_indexes() -> list[str]:
+    return build_vector_indexes(target_dsn(), list(SEARCHABLE))

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from tasks.settings import ModelSpec
+from core.settings import ModelSpec
 
 _lock = threading.Lock()
 

@@ -7,7 +7,8 @@ import json
 
 import polars as pl
 
-from tasks.embed import SEARCHABLE, texts_and_hashes
+from core.catalogue import SEARCHABLE
+from tasks.embed import texts_and_hashes
 
 PROVENANCE = {"_source": "source", "_row": "source_row", "tenant_rule": "tenant_rule"}
 

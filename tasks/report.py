@@ -55,7 +55,7 @@ def migration_report_markdown(summary: dict) -> str:
              "| entity | read | created | loaded | quarantined | skipped (other tenant) | embedded | reused |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     totals = dict.fromkeys(("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
-    from tasks.normalize import CATALOGUE_TABLES
+    from core.catalogue import CATALOGUE_TABLES
 
     # catalogue order (a summary read back from jsonb has its keys sorted otherwise)
     order = {e: i for i, e in enumerate(CATALOGUE_TABLES)}
@@ -104,3 +104,29 @@ def verify_report_markdown(summary: dict) -> str:
              "| check | result | detail |", "|---|---|---|"]
     lines += [f"| {c['check']} | {'ok' if c['passed'] else '**FAILED**'} | {c['detail']} |" for c in summary["checks"]]
     return "\n".join(lines) + "\n"
+
+
+def publish_schema_report(summary: dict) -> None:
+    publish_markdown("bootstrap-schema", schema_report_markdown(summary), "Schema applied and what exists")
+
+
+def publish_migration_report(summary: dict) -> None:
+    """Print the migrate-tenant report and attach it, with the quarantined rows, to the run."""
+    tenant = summary["tenant"]
+    report = migration_report_markdown(summary)
+    print(report)
+    publish_markdown(f"migrate-{tenant}", report, f"migrate-tenant {tenant}: counts and findings")
+    publish_table(f"quarantine-{tenant}", summary["quarantine"], f"Quarantined rows for {tenant}")
+
+
+def publish_verify_report(summary: dict) -> None:
+    report = verify_report_markdown(summary)
+    print(report)
+    publish_markdown(f"verify-{summary['tenant']}", report, f"verify-tenant {summary['tenant']}")
+
+
+def publish_summary_report(total: dict) -> None:
+    """migrate-all's report: the tenants' counts summed."""
+    report = migration_report_markdown(total)
+    print(report)
+    publish_markdown("migrate-all", report, "migrate-all: the tenants' counts summed")

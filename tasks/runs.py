@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import contextmanager
 
 import psycopg
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
+from core.connections import connect, target_dsn
+from core.retry import IO_RETRIES
 from tasks.load import to_text
 
 
@@ -27,14 +32,13 @@ def quarantine(conn: psycopg.Connection, run_id: str, tenant: str, entity: str,
     """rows: (legacy key, reason, payload) -> etl.quarantine."""
     if not rows:
         return 0
-    with conn.transaction(), conn.cursor() as cur:
-        with cur.copy("COPY etl.quarantine (run_id, tenant_slug, entity, legacy_key, reason, payload) "
-                      "FROM STDIN") as copy:
-            for key, reason, payload in rows:
-                text = payload if isinstance(payload, str) else json.dumps(
-                    {k: to_text(v) if not isinstance(v, (int, float, bool, type(None))) else v
-                     for k, v in payload.items()}, ensure_ascii=False, default=str)
-                copy.write_row([run_id, tenant, entity, key, reason, text])
+    with conn.transaction(), conn.cursor() as cur, cur.copy(
+            "COPY etl.quarantine (run_id, tenant_slug, entity, legacy_key, reason, payload) FROM STDIN") as copy:
+        for key, reason, payload in rows:
+            text = payload if isinstance(payload, str) else json.dumps(
+                {k: to_text(v) if not isinstance(v, (int, float, bool, type(None))) else v
+                 for k, v in payload.items()}, ensure_ascii=False, default=str)
+            copy.write_row([run_id, tenant, entity, key, reason, text])
     return len(rows)
 
 
@@ -57,3 +61,56 @@ def record_ids(conn: psycopg.Connection, tenant: str, entity: str, pairs: list[t
         """INSERT INTO etl.id_map (tenant_slug, entity, legacy_key, id)
            SELECT %s, %s, k, i FROM unnest(%s::text[], %s::uuid[]) AS x(k, i)
            ON CONFLICT DO NOTHING""", (tenant, entity, [k for k, _ in pairs], [i for _, i in pairs]))
+
+
+@task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
+def begin_run(tenant: str, parameters: dict) -> str:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return start_run(conn, "migrate-tenant", tenant, parameters)
+
+
+@task(name="finish-run", cache_policy=NO_CACHE, **IO_RETRIES)
+def end_run(run_id: str, summary: dict, status: str, error: str | None = None) -> None:
+    with connect(target_dsn(), autocommit=True) as conn:
+        finish_run(conn, run_id, summary, status, error)
+
+
+@contextmanager
+def recorded_run(run_id: str, summary: dict):
+    """etl.runs ends `completed` with the summary, or `failed` with the error (then re-raised)."""
+    try:
+        yield
+    except Exception as exc:
+        end_run(run_id, summary, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    end_run(run_id, summary, "completed")
+
+
+@task(name="write-quarantine", task_run_name="quarantine-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def write_quarantine(run_id: str, tenant: str, entity: str, rows: list) -> int:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return quarantine(conn, run_id, tenant, entity, rows)
+
+
+@task(name="record-ids", task_run_name="record-ids-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def record_id_map(tenant: str, entity: str, pairs: list[tuple[str, str]]) -> None:
+    with connect(target_dsn(), autocommit=True) as conn:
+        record_ids(conn, tenant, entity, pairs)
+
+
+@task(name="read-run-summaries", cache_policy=NO_CACHE, **IO_RETRIES)
+def read_run_summaries(slugs: list[str]) -> dict[str, dict]:
+    with connect(target_dsn(), autocommit=True) as conn:
+        return {slug: (last_run(conn, "migrate-tenant", slug) or {}).get("counts", {}) for slug in slugs}
+
+
+def run_parameters(tenant: str, manifest, entities: list[str], batch_size: int, embed: bool) -> dict:
+    """What etl.runs records of a migrate-tenant run's parameters (never a DSN)."""
+    from prefect.context import FlowRunContext
+
+    from core.settings import model_spec
+
+    ctx = FlowRunContext.get()
+    return {"tenant": tenant, "manifest": str(manifest.path), "entities": entities, "batch_size": batch_size,
+            "embed": embed, "model": model_spec().model_id,
+            "flow_run": str(ctx.flow_run.id) if ctx and ctx.flow_run else None}

@@ -66,3 +66,15 @@ def sum_summaries(summaries: dict[str, dict]) -> dict:
             "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
             "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],
             "reconciled": all(s.get("reconciled") for s in summaries.values()), "tenants": summaries}
+
+
+COUNTS = ("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused")
+
+
+def add_loaded(summary: dict, loaded: dict) -> None:
+    """Fold what load_tenant did into the dry-run summary: counts, junction rows, refusals."""
+    summary["entities"] = {e: {k: c[k] for k in COUNTS} for e, c in loaded["entities"].items()}
+    summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}
+    summary["quarantine"] += loaded["refused"]
+    summary["findings"] += loaded["findings"]
+    summary["reconciled"] = all(reconciles(c) for c in summary["entities"].values())

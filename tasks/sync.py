@@ -5,9 +5,13 @@ longer have are only counted (reported, kept)."""
 from __future__ import annotations
 
 import psycopg
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 
-from tasks.normalize.resolve import JUNCTIONS
+from core.catalogue import junction as junction_of
+from core.connections import connect, target_dsn
+from core.retry import IO_RETRIES
 
 
 def prune_chunks(conn: psycopg.Connection, tenant_id: str, document_ids: list[str], chunk_ids: list[str]) -> int:
@@ -18,7 +22,8 @@ def prune_chunks(conn: psycopg.Connection, tenant_id: str, document_ids: list[st
 
 def prune_links(conn: psycopg.Connection, junction: str, tenant_id: str, rows: list[dict]) -> int:
     """The tenant's automated junction rows that are not among `rows` (this run's)."""
-    a_col, b_col, kind_col = JUNCTIONS[junction][2:]
+    j = junction_of(junction)
+    a_col, b_col, kind_col = j.a_col, j.b_col, j.kind
     keys = [(r[a_col], r[b_col], r.get(kind_col) if kind_col else "") for r in rows]
     kind_match = sql.SQL("AND k.t = j.{}").format(sql.Identifier(kind_col)) if kind_col else sql.SQL("")
     return conn.execute(sql.SQL(
@@ -33,3 +38,25 @@ def count_stale(conn: psycopg.Connection, table: str, tenant_id: str, ids: list[
     """The tenant's rows in `table` whose id is not among `ids` (this run's)."""
     return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND NOT (id = ANY(%s::uuid[]))")
                         .format(sql.Identifier(table)), (tenant_id, ids)).fetchone()[0]
+
+
+@task(name="prune-chunks", cache_policy=NO_CACHE, **IO_RETRIES)
+def prune_stale_chunks(tenant_id: str, document_ids: list[str], chunk_ids: list[str]) -> int:
+    """Chunks are derived rows: those of re-chunked documents that no longer exist go."""
+    with connect(target_dsn(), autocommit=True) as conn:
+        return prune_chunks(conn, tenant_id, document_ids, chunk_ids)
+
+
+@task(name="prune-links", task_run_name="prune-{junction}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def prune_derived_links(junction: str, tenant: str, tenant_id: str, rows: list[dict]) -> int:
+    """Junction rows derived from the sources (mapping_source automated) that this run no longer
+    derives (the source changed) go, so re-runs converge on the sources."""
+    with connect(target_dsn(), autocommit=True) as conn:
+        return prune_links(conn, junction, tenant_id, rows)
+
+
+@task(name="count-stale", task_run_name="count-stale-{table}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def count_stale_rows(table: str, tenant: str, tenant_id: str, ids: list[str]) -> int:
+    """Rows of the tenant in the target that the sources no longer have (reported, kept)."""
+    with connect(target_dsn(), autocommit=True) as conn:
+        return count_stale(conn, table, tenant_id, ids)

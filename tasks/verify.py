@@ -5,11 +5,15 @@ model, and Row Level Security isolation seen as a non-owner role."""
 from __future__ import annotations
 
 import psycopg
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 
-from tasks.embed import SEARCHABLE
-from tasks.normalize import CATALOGUE_TABLES
-from tasks.normalize.resolve import JUNCTIONS
+from core.catalogue import CATALOGUE_TABLES, JUNCTIONS, SEARCHABLE
+from core.connections import connect, target_dsn
+from core.retry import IO_RETRIES
+from core.settings import model_spec
+from core.tenants import load_tenants
 from tasks.runs import last_run
 from tasks.summary import reconciles
 
@@ -42,7 +46,8 @@ def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id:
         nulls = _count(conn, table, tenant_id, "functional_area IS NULL")
         check(f"functional_area set: {table}", nulls == 0, f"{nulls} rows without a functional area")
     junctions = {}
-    for junction, (a_entity, b_entity, a_col, b_col, _) in JUNCTIONS.items():
+    for j in JUNCTIONS:
+        junction, a_entity, b_entity, a_col, b_col = j.name, j.a, j.b, j.a_col, j.b_col
         total = _count(conn, junction, tenant_id)
         orphans = conn.execute(sql.SQL(
             """SELECT count(*) FROM {j} x WHERE x.tenant_id = %s AND (
@@ -106,3 +111,10 @@ def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str
             problems.append(f"{t}: the role sees {seen[t]} of the tenant's {owner_sees} rows")
     return ("row level security", not problems,
             "; ".join(problems) if problems else f"{len(tables)} tables isolated for {VERIFY_ROLE}")
+
+
+@task(name="verify", task_run_name="verify-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
+def verify_target(tenant: str) -> dict:
+    tenant_id = str(load_tenants().by_slug(tenant).id)
+    with connect(target_dsn(), autocommit=True) as conn:
+        return verify(conn, tenant, tenant_id, model_spec().model_id)

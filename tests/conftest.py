@@ -30,7 +30,7 @@ def vital_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pg_server(vital_home):
     """The embedded PostgreSQL of the test session, tied to this process."""
-    from tasks.db import EmbeddedPostgres
+    from local.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(vital_home)
     server.start(persistent=False)
@@ -51,8 +51,9 @@ def fresh_dsn(pg_server):
 
 def bootstrap(dsn: str, migrations_dir=None, params=None):
     """Preflight + apply, as bootstrap-schema does, without Prefect."""
+    from core.tenants import load_tenants
     from tasks import schema
-    from tasks.tenants import load_tenants, upsert_tenants
+    from tasks.tenants import upsert_tenants
 
     params = params or {"embedding_dim": 384}
     with psycopg.connect(dsn, autocommit=True) as conn:

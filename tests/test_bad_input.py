@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from sources.files import SourceError, read_csv, read_json, read_jsonl
-from tasks.normalize import ENTITIES
+from tasks.normalize import SHAPES
 from tasks.normalize.base import normalize_frame
 from tasks.normalize.rules import load_rules
 
@@ -28,7 +28,7 @@ def raw(records: list[dict]) -> pl.DataFrame:
 
 
 def normalize(entity: str, records: list[dict]):
-    n = normalize_frame(entity, raw(records), RULES, ENTITIES[entity])
+    n = normalize_frame(entity, raw(records), RULES, SHAPES[entity])
     assert n.read == n.rows.height + n.rejects.height == len(records)
     return n
 
@@ -111,7 +111,7 @@ def test_malformed_jsonl_line_is_quarantined(tmp_path):
     path.write_text('{"name": "R", "slug": "r"}\n{"name": oops}\n[1]\n')
     frame = pl.concat(list(read_jsonl(path, 100))).with_columns(
         pl.lit("tools.jsonl").alias("_source"), pl.lit(None, dtype=pl.Utf8).alias("_tenants"))
-    n = normalize_frame("tools", frame, RULES, ENTITIES["tools"])
+    n = normalize_frame("tools", frame, RULES, SHAPES["tools"])
     assert n.rows.height == 1
     assert n.rejects["reason"].to_list() == ["line 2: not valid JSON: Expecting value", "line 3: a list, not an object"]
 
@@ -123,7 +123,7 @@ def test_csv_row_with_wrong_cell_count_is_quarantined_and_junk_line_skipped(tmp_
     frame = pl.concat(list(read_csv(path, 100, detected=detected))).with_columns(
         pl.lit("tools.csv").alias("_source"), pl.lit(None, dtype=pl.Utf8).alias("_tenants"))
     assert detected["bom"] is True and detected["skipped_first_line"] == "Tools export 2025"
-    n = normalize_frame("tools", frame, RULES, ENTITIES["tools"])
+    n = normalize_frame("tools", frame, RULES, SHAPES["tools"])
     assert n.rows["tags"].to_list() == [["stats"]]
     assert n.rejects["reason"].to_list() == ["record 2 (line 3) has 2 cells, the header has 3"]
 

@@ -7,11 +7,13 @@ import shutil
 
 import psycopg
 import pytest
-from conftest import bootstrap
 
+from core.errors import ChecksumMismatchError, MigrationError, PreflightError
+from core.settings import SCHEMA_DIR
+from core.sql import split_statements
 from tasks import schema
-from tasks.errors import ChecksumMismatchError, MigrationError, PreflightError
-from tasks.settings import SCHEMA_DIR
+
+from conftest import bootstrap
 
 PARAMS = {"embedding_dim": 384}
 
@@ -183,4 +185,4 @@ def test_non_superuser_without_vector_gets_a_privilege_error(fresh_dsn):
     ("SELECT 'it''s; fine'", ["SELECT 'it''s; fine'"]),
 ])
 def test_split_statements(script, expected):
-    assert [s.text for s in schema.split_statements(script)] == expected
+    assert [s.text for s in split_statements(script)] == expected

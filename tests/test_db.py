@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -10,8 +9,9 @@ import textwrap
 import psycopg
 import pytest
 
-from tasks import db
-from tasks.errors import ConfigError
+from core import connections as db
+from core.errors import ConfigError
+from local import embedded as emb
 
 
 @pytest.mark.parametrize("dsn, masked", [
@@ -54,7 +54,7 @@ def test_embedded_databases_are_created_on_demand(pg_server, monkeypatch):
 
 def test_a_running_server_is_reused(pg_server):
     pid = pg_server.status().pid
-    again = db.EmbeddedPostgres(pg_server.home)
+    again = emb.EmbeddedPostgres(pg_server.home)
     again.start()
     assert again.status().pid == pid
 
@@ -62,9 +62,9 @@ def test_a_running_server_is_reused(pg_server):
 def _start_in_child(home, kill_self: bool) -> int:
     code = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {str(db.__file__.rsplit('/tasks/', 1)[0])!r})
+        sys.path.insert(0, {str(db.__file__.rsplit('/core/', 1)[0])!r})
         from pathlib import Path
-        from tasks.db import EmbeddedPostgres
+        from local.embedded import EmbeddedPostgres
         server = EmbeddedPostgres(Path({str(home)!r}))
         server.start(persistent=False)
         print(server.status().pid, flush=True)
@@ -79,7 +79,7 @@ def test_server_of_a_killed_process_is_detected_as_stale_and_stopped_by_pid(tmp_
     home = tmp_path / "home"
     home.mkdir()
     old_pid = _start_in_child(home, kill_self=True)
-    server = db.EmbeddedPostgres(home)
+    server = emb.EmbeddedPostgres(home)
     assert server.status().running and server.status().pid == old_pid
     assert server.is_stale()
 
@@ -87,7 +87,7 @@ def test_server_of_a_killed_process_is_detected_as_stale_and_stopped_by_pid(tmp_
     try:
         new_pid = server.status().pid
         assert new_pid != old_pid
-        assert not db._pid_alive(old_pid)
+        assert not db.pid_alive(old_pid)
         assert not server.is_stale()
     finally:
         assert server.stop() is True

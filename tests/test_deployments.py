@@ -13,12 +13,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import bootstrap
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from test_migrate_sample import contents
 
+from core.identity import tenant_id
 from sources import sample
-from tasks.identity import tenant_id
+
+from conftest import bootstrap
+from test_migrate_sample import contents
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = ROOT / ".venv" / "bin" / "prefect"
@@ -34,7 +35,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(vital_home, pg_server):
     """`vital-etl up` on a free port, `prefect deploy --all`; `down` at the end."""
-    from tasks import services
+    from local import services
 
     os.environ["VITAL_PREFECT_PORT"] = str(_free_port())
     info = services.up()
@@ -74,7 +75,7 @@ def flow_run_id(output: str) -> str:
 
 
 def test_up_is_idempotent(server):
-    from tasks import services
+    from local import services
 
     again = services.up()
     assert again["started"] == [] and again["server"] == server["server"] and again["worker"] == server["worker"]
@@ -168,8 +169,8 @@ def test_migrate_all_through_the_deployments_with_dsns_in_secret_blocks(server, 
 def test_secret_block_dsn(prefect_harness, monkeypatch):
     from prefect.blocks.system import Secret
 
-    from tasks import db
-    from tasks.errors import ConfigError
+    from core import connections as db
+    from core.errors import ConfigError
 
     Secret(value="postgresql://etl:s3cret@db.internal/vital").save("vital-target-test", overwrite=True)
     monkeypatch.delenv("VITAL_TARGET_DSN", raising=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from core.settings import RULES_DIR, SCHEMA_DIR
 from flows.bootstrap import bootstrap_schema
-from tasks.settings import RULES_DIR, SCHEMA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -24,13 +24,22 @@ def test_every_bootstrap_parameter_is_documented():
         assert f"`{name}`" in README, name
 
 
-def test_every_environment_variable_read_by_the_code_is_documented():
-    used = set()
-    for path in list((ROOT / "tasks").rglob("*.py")) + list((ROOT / "flows").rglob("*.py")):
-        used |= set(re.findall(r"""environ(?:\.get)?\(?\[?["'](VITAL_\w+)""", path.read_text()))
-    assert used, "found no environment variables: the pattern is broken"
-    for var in used:
-        assert f"`{var}`" in README, var
+def test_the_configuration_table_is_the_settings_object():
+    from core.settings import Settings, env_name
+
+    table = set(re.findall(r"^\| `(VITAL_\w+)`", README, re.M))
+    table |= set(re.findall(r"^\| `VITAL_\w+`, `(VITAL_\w+)`", README, re.M))
+    fields = {env_name(f) for f in Settings.model_fields}
+    assert fields == table
+
+
+def test_no_module_reads_a_vital_variable_but_the_settings():
+    readers = []
+    for folder in ("core", "sources", "tasks", "flows", "local"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if re.search(r"""environ(?:\.get)?\(?\[?["']VITAL_""", path.read_text()) and path.name != "settings.py":
+                readers.append(str(path.relative_to(ROOT)))
+    assert readers == []
 
 
 def test_every_schema_file_is_documented():
@@ -66,19 +75,19 @@ def test_every_rule_file_key_is_documented():
         assert set(data) == set(keys)
         for key in keys:
             assert f"`{key}`" in README
-    for entity, spec in yaml.safe_load((RULES_DIR / "tenancy.yaml").read_text())["entities"].items():
+    for _entity, spec in yaml.safe_load((RULES_DIR / "tenancy.yaml").read_text())["entities"].items():
         for key in spec:
             assert f"`entities.<entity>.{key}`" in README, key
-    for enum, spec in yaml.safe_load((RULES_DIR / "enums.yaml").read_text()).items():
+    for _enum, spec in yaml.safe_load((RULES_DIR / "enums.yaml").read_text()).items():
         for key in spec:
             assert f"`<enum>.{key}`" in README, key
 
 
 def test_every_entity_and_source_kind_is_documented():
+    from core.catalogue import ENTITY_NAMES
     from sources.manifest import KINDS, SOURCE_KEYS
-    from tasks.normalize import ENTITIES
 
-    for name in list(ENTITIES) + sorted(KINDS):
+    for name in list(ENTITY_NAMES) + sorted(KINDS):
         assert f"`{name}`" in README, name
     for key in SOURCE_KEYS - {"kind", "path", "table", "query"}:
         assert f"`{key}:" in README or f"`{key}`" in README, key

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tasks.identity import row_id, tenant_id
+from core.identity import row_id, tenant_id
 from tasks.load import load_rows, to_text
 
 PHARMA = str(tenant_id("pharma"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import ConfigError
 from sources.manifest import ManifestError, check_sources, load_manifest
-from tasks.errors import ConfigError
 
 
 def write(tmp_path, text: str):

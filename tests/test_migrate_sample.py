@@ -11,19 +11,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import bootstrap
 
+from core.catalogue import CATALOGUE_TABLES, JUNCTIONS
+from core.identity import tenant_id
 from flows.backfill import backfill_embeddings
 from flows.migrate import migrate_tenant
 from flows.undo import undo_tenant
 from flows.verify import verify_tenant
 from sources import sample
-from tasks.identity import tenant_id
-from tasks.normalize import CATALOGUE_TABLES
 
-TABLES = list(CATALOGUE_TABLES) + ["agent_capabilities", "agent_knowledge_domains", "agent_relations",
-                            "capability_dependencies", "role_responsibilities", "department_roles",
-                            "function_departments", "function_roles", "jtbd_personas", "agent_jtbds"]
+from conftest import bootstrap
+
+TABLES = list(CATALOGUE_TABLES) + [j.name for j in JUNCTIONS]
 CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "vital-etl"
 
 
@@ -99,14 +98,14 @@ def test_migrate_rerun_change_undo(sample_env):
 
 
 def test_undo_needs_the_slug_twice(sample_env):
-    from tasks.errors import ConfigError
+    from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"to confirm, pass confirm='pharma' \(got 'pharm'\). Nothing was removed."):
         undo_tenant(tenant="pharma", confirm="pharm")
 
 
 def test_backfill_after_a_model_switch_reembeds_every_row(sample_env, monkeypatch):
-    from tasks.settings import model_spec
+    from core.settings import model_spec
 
     migrate_tenant(tenant="pharma")
     monkeypatch.setenv("VITAL_EMBEDDING_MODEL", str(model_spec().path))  # same weights ...

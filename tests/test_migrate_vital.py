@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import SHARED_VITAL, bootstrap
 from pgvector.psycopg import register_vector
-from test_migrate_sample import contents
 from test_vital_dry_run import MANIFEST
 
+from core.identity import tenant_id
+from core.settings import model_spec
 from flows.migrate import migrate_tenant
 from flows.verify import verify_tenant
-from tasks.identity import tenant_id
 from tasks.model import encode
-from tasks.settings import model_spec
+
+from conftest import SHARED_VITAL, bootstrap
+from test_migrate_sample import contents
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SHARED_VITAL.is_dir(), reason="../shared/vital is not beside this checkout")]

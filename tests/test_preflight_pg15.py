@@ -10,9 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import bootstrap
 
-from tasks.errors import PreflightError
+from core.errors import PreflightError
+
+from conftest import bootstrap
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 

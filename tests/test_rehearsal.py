@@ -8,15 +8,16 @@ from pathlib import Path
 import polars as pl
 import psycopg
 import pytest
-from conftest import SHARED_VITAL
 
 from sources.manifest import load_manifest
 from sources.supabase_dump import RestoreError, restore, restored_copy
 from tasks.extract import extract_entity, read_labels
-from tasks.normalize import ENTITIES
+from tasks.normalize import SHAPES
 from tasks.normalize.base import normalize_frame
 from tasks.normalize.resolve import slice_tenant
 from tasks.normalize.rules import load_rules
+
+from conftest import SHARED_VITAL
 
 ROOT = Path(__file__).resolve().parents[1]
 DUMP = SHARED_VITAL / "legacy-db"
@@ -47,8 +48,8 @@ def test_migrating_from_the_copy_and_the_exports_reconciles(pg_server, monkeypat
     assert restored_copy(DUMP / "schema.sql", DUMP / "data.sql") == (dsn, None)  # restored once, then reused
     rules = load_rules()
     labels = {e: read_labels(s, manifest) for e, s in manifest.tenant_labels.items()}
-    normalized = {e: normalize_frame(e, extract_entity(manifest, e).frame, rules, ENTITIES[e], labels=labels.get(e))
-                  for e in ENTITIES}
+    normalized = {e: normalize_frame(e, extract_entity(manifest, e).frame, rules, SHAPES[e], labels=labels.get(e))
+                  for e in SHAPES}
     assert (normalized["agents"].read, normalized["tools"].read, normalized["jobs_to_be_done"].read) == (262, 100, 130)
     part = slice_tenant(normalized, rules.tenants.by_slug("pharma"), rules.create_missing)
     for entity, s in part.entities.items():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 from psycopg import sql
 
-from tasks.identity import row_id, tenant_id
+from core.identity import row_id, tenant_id
 
 TENANTS = ("digital-health", "pharma")
 CHECKED_TEXT = {"relation_type": "compatible", "dependency_type": "depends_on"}
@@ -118,6 +120,6 @@ def test_supabase_jwt_claim_selects_the_tenant(two_tenant_rows):
     dsn, _ = two_tenant_rows
     with psycopg.connect(dsn) as conn:
         conn.execute("SET ROLE vital_app")
-        claims = '{"sub": "x", "tenant_id": "%s"}' % tenant_id("pharma")
+        claims = json.dumps({"sub": "x", "tenant_id": tenant_id("pharma")})
         conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (claims,))
         assert _visible(conn, "agents") == {tenant_id("pharma"): 1}

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import psycopg
 
-from tasks.settings import model_spec
+from core import catalogue
+from core.settings import model_spec
 
-JUNCTIONS = {
-    "agent_capabilities", "agent_knowledge_domains", "agent_relations", "agent_tools",
-    "capability_dependencies", "jtbd_personas", "agent_jtbds", "role_responsibilities",
-    "department_roles", "function_departments", "function_roles",
-}
-CATALOGUE = {
-    "org_functions", "org_departments", "org_roles", "org_responsibilities", "agents", "personas",
-    "jobs_to_be_done", "prompts", "tools", "capabilities", "knowledge_domains", "knowledge_documents",
-    "knowledge_chunks",
-}
-SEARCHABLE = {"agents", "personas", "jobs_to_be_done", "prompts", "tools", "capabilities", "knowledge_chunks"}
+JUNCTIONS = {j.name for j in catalogue.JUNCTIONS}
+CATALOGUE = set(catalogue.CATALOGUE_TABLES)
+SEARCHABLE = set(catalogue.SEARCHABLE)
 
 
 def _columns(conn, table):

@@ -6,10 +6,11 @@ import json
 
 import psycopg
 import pytest
-from conftest import bootstrap
 
-from tasks.errors import ConfigError
-from tasks.settings import DEFAULT_MODEL_ID, model_spec
+from core.errors import ConfigError
+from core.settings import DEFAULT_MODEL_ID, model_spec
+
+from conftest import bootstrap
 
 
 def _fake_model(folder, dim):

@@ -20,7 +20,7 @@ def frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def test_prompt_allowed_tenants_through_legacy_aliases():
-    rows = frame([{"allowed_tenants": json.dumps([DH])}, {"allowed_tenants": "{%s}" % PHARMA},
+    rows = frame([{"allowed_tenants": json.dumps([DH])}, {"allowed_tenants": f"{{{PHARMA}}}"},
                   {"allowed_tenants": json.dumps([PLATFORM])}, {"allowed_tenants": "[]"}, {"allowed_tenants": None},
                   {"allowed_tenants": json.dumps(["99999999-9999-9999-9999-999999999999"])},
                   {"allowed_tenants": '["nope"]'}])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.errors import ConfigError
-from tasks.identity import tenant_id
-from tasks.tenants import load_tenants
+from core.errors import ConfigError
+from core.identity import tenant_id
+from core.tenants import load_tenants
 
 
 def test_bundled_tenants():

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SHARED_VITAL
 
 from sources.manifest import load_manifest
 from tasks.extract import extract_entity, read_labels
-from tasks.normalize import ENTITIES
+from tasks.normalize import SHAPES
 from tasks.normalize.base import normalize_frame
 from tasks.normalize.resolve import slice_tenant
 from tasks.normalize.rules import load_rules
+
+from conftest import SHARED_VITAL
 
 MANIFEST = Path(__file__).resolve().parents[1] / "sources" / "manifests" / "vital.yaml"
 pytestmark = pytest.mark.skipif(not SHARED_VITAL.is_dir(), reason="../shared/vital is not beside this checkout")
@@ -29,8 +30,8 @@ def vital():
     manifest = load_manifest(MANIFEST)
     rules = load_rules()
     labels = {e: read_labels(s, manifest) for e, s in manifest.tenant_labels.items()}
-    normalized = {e: normalize_frame(e, extract_entity(manifest, e).frame, rules, ENTITIES[e], labels=labels.get(e))
-                  for e in ENTITIES}
+    normalized = {e: normalize_frame(e, extract_entity(manifest, e).frame, rules, SHAPES[e], labels=labels.get(e))
+                  for e in SHAPES}
     slices = {slug: slice_tenant(normalized, rules.tenants.by_slug(slug), rules.create_missing)
               for slug in ("pharma", "digital-health")}
     return rules, normalized, slices

@@ -1,8 +1,11 @@
-"""Normalizers: one pure shape function per entity (frames in, frames out via base.normalize_frame).
+"""Normalizers: one pure shape function per entity of the catalogue (frames in, frames out via
+base.normalize_frame), and the normalize task that applies them."""
 
-ENTITIES is the load order: an entity comes after those its links and references point to."""
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.normalize.agents import shape_agent
+from tasks.normalize.base import Normalized, normalize_frame
 from tasks.normalize.catalogue import shape_capability, shape_tool
 from tasks.normalize.jobs import shape_jtbd
 from tasks.normalize.knowledge import shape_knowledge_document, shape_knowledge_domain
@@ -10,7 +13,7 @@ from tasks.normalize.org import shape_department, shape_function, shape_responsi
 from tasks.normalize.personas import shape_persona
 from tasks.normalize.prompts import shape_prompt
 
-ENTITIES = {
+SHAPES = {
     "org_functions": shape_function,
     "org_departments": shape_department,
     "org_roles": shape_role,
@@ -25,6 +28,8 @@ ENTITIES = {
     "prompts": shape_prompt,
 }
 
-# every catalogue table in load order: the entities, with knowledge_chunks (derived from
-# knowledge_documents) right after the documents
-CATALOGUE_TABLES = tuple(t for e in ENTITIES for t in ((e, "knowledge_chunks") if e == "knowledge_documents" else (e,)))
+
+@task(name="normalize", task_run_name="normalize-{entity}", cache_policy=NO_CACHE)
+def normalize(entity: str, frame, rules, labels: dict) -> Normalized:
+    """The entity's raw frame -> valid rows, junction links and rejects (pure: no I/O)."""
+    return normalize_frame(entity, frame, rules, SHAPES[entity], labels=labels.get(entity))

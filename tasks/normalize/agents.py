@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from tasks.normalize.areas import area_of
 from tasks.normalize.base import Rec, RowError
-from tasks.normalize.common import (parse_bool, parse_decimal, parse_int, parse_list, parse_timestamp,
-                                    parse_uuid_list, unescape_newlines)
+from tasks.normalize.common import (
+    parse_bool,
+    parse_decimal,
+    parse_int,
+    parse_list,
+    parse_timestamp,
+    parse_uuid_list,
+    unescape_newlines,
+)
 from tasks.normalize.rules import Rules
 
 RELATIONS = {"compatible_agents": "compatible", "incompatible_agents": "incompatible",

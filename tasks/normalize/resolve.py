@@ -11,31 +11,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from tasks.identity import row_id
+from core.catalogue import JUNCTIONS, REF_COLUMNS
+from core.identity import row_id
+from core.tenants import Tenant
 from tasks.normalize.base import Normalized
 from tasks.normalize.common import ref_key
-from tasks.tenants import Tenant
 
-# junction -> (a entity, b entity, a column, b column, kind column)
-JUNCTIONS = {
-    "function_departments": ("org_functions", "org_departments", "function_id", "department_id", None),
-    "function_roles": ("org_functions", "org_roles", "function_id", "role_id", None),
-    "department_roles": ("org_departments", "org_roles", "department_id", "role_id", None),
-    "role_responsibilities": ("org_roles", "org_responsibilities", "role_id", "responsibility_id", None),
-    "agent_capabilities": ("agents", "capabilities", "agent_id", "capability_id", None),
-    "agent_knowledge_domains": ("agents", "knowledge_domains", "agent_id", "knowledge_domain_id", None),
-    "agent_tools": ("agents", "tools", "agent_id", "tool_id", None),
-    "agent_relations": ("agents", "agents", "agent_id", "related_agent_id", "relation_type"),
-    "capability_dependencies": ("capabilities", "capabilities", "capability_id", "related_capability_id",
-                                "dependency_type"),
-    "jtbd_personas": ("jobs_to_be_done", "personas", "jtbd_id", "persona_id", None),
-    "agent_jtbds": ("agents", "jobs_to_be_done", "agent_id", "jtbd_id", None),
-}
-# entity -> {reference column: (target entity, id column)}
-REF_COLUMNS = {
-    "knowledge_domains": {"parent_ref": ("knowledge_domains", "parent_id")},
-    "knowledge_documents": {"domain_ref": ("knowledge_domains", "domain_id")},
-}
 SAMPLE = 5
 
 
@@ -95,7 +76,8 @@ def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant,
     for entity, refs in REF_COLUMNS.items():
         if entity in entities:
             _resolve_ref_columns(out, entities[entity], refs, indexes)
-    for junction, (a_entity, b_entity, a_col, b_col, kind_col) in JUNCTIONS.items():
+    for j in JUNCTIONS:
+        junction, a_entity, b_entity, a_col, b_col, kind_col = j.name, j.a, j.b, j.a_col, j.b_col, j.kind
         frames = [n.links[junction] for e, n in normalized.items() if junction in n.links
                   and e in entities and n.links[junction].height]
         owners = {e for e, n in normalized.items() if junction in n.links}

@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import ConfigError
-from tasks.yamlfile import read_yaml
-from tasks.settings import RULES_DIR
-from tasks.tenants import TenantRules, load_tenants
+from core.errors import ConfigError
+from core.settings import RULES_DIR
+from core.tenants import TenantRules, load_tenants
+from core.yamlfile import read_yaml
 
 
 def enum_key(value: str) -> str:
@@ -41,7 +41,7 @@ class Keyword:
     pattern: re.Pattern
 
     @classmethod
-    def compile(cls, text: str) -> "Keyword":
+    def compile(cls, text: str) -> Keyword:
         prefix = text.endswith("*")
         body = re.escape(text.rstrip("*")).replace(r"\ ", r"\s+")
         flags = 0 if any(c.isupper() for c in text) else re.IGNORECASE

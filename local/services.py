@@ -8,7 +8,6 @@ the second SIGTERM (the first asks it to finish), so `down` sends two.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,11 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tasks.errors import ConfigError
-from tasks.settings import PROJECT_ROOT, vital_home
+from core.errors import ConfigError
+from core.settings import PROJECT_ROOT, settings, vital_home
 
 WORK_POOL = "vital-etl"
-DEFAULT_PORT = 4200
 
 
 def run_dir() -> Path:
@@ -43,7 +41,7 @@ def _pid(name: str) -> int | None:
 
 
 def api_url(port: int | None = None) -> str:
-    port = port or int(os.environ.get("VITAL_PREFECT_PORT", DEFAULT_PORT))
+    port = port or settings().prefect_port
     return f"http://127.0.0.1:{port}/api"
 
 
@@ -65,9 +63,9 @@ def _env(url: str) -> dict:
 
 
 def _start(name: str, args: list[str], env: dict) -> int:
-    log = open(run_dir() / f"{name}.log", "ab")
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=PROJECT_ROOT, start_new_session=True)
+    with open(run_dir() / f"{name}.log", "ab") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=PROJECT_ROOT, start_new_session=True)
     (run_dir() / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
 
@@ -136,7 +134,3 @@ def status() -> dict:
     url = url_file.read_text() if url_file.exists() else None
     return {"server": _pid("server"), "worker": _pid("worker"), "api_url": url,
             "healthy": bool(url and _healthy(url))}
-
-
-def dump(info: dict) -> str:
-    return json.dumps(info, indent=2)

@@ -1,0 +1,85 @@
+"""The steps of migrate-tenant that span several tasks: extract and normalize every entity;
+embed, load and quarantine one tenant's slice; keep derived rows in step with the sources."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+
+from core.settings import model_spec
+from sources.manifest import Manifest
+from tasks.chunk import chunk_documents
+from tasks.embed import EmbedStats, embed_all
+from tasks.extract import extract
+from tasks.load import load_table
+from tasks.normalize import normalize
+from tasks.normalize.base import Normalized
+from tasks.normalize.resolve import TenantSlice
+from tasks.normalize.rules import Rules
+from tasks.prepare import rows_for_load, with_hashes
+from tasks.runs import record_id_map, write_quarantine
+from tasks.sync import count_stale_rows, prune_derived_links, prune_stale_chunks
+
+
+def extract_and_normalize(manifest: Manifest, entities: list[str], rules: Rules, labels: dict,
+                          batch_size: int) -> tuple[dict[str, Normalized], dict[str, list[dict]]]:
+    """Every wanted entity read from its sources and normalized; returns (normalized, what each
+    reader detected per entity)."""
+    logger = get_run_logger()
+    normalized, sources = {}, {}
+    for entity in entities:
+        extracted = extract(manifest, entity, batch_size)
+        sources[entity] = extracted.sources
+        n = normalized[entity] = normalize(entity, extracted.frame, rules, labels)
+        logger.info("%s: %d read, %d valid, %d rejected", entity, n.read, n.rows.height, n.rejects.height)
+    return normalized, sources
+
+
+def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool, embed_now: bool = True) -> dict:
+    """Embed and load every entity of the slice, then its junction rows; quarantine rejects.
+    complete: the run covers every entity of the manifest, so junction rows it no longer
+    derives can be pruned."""
+    tenant, spec = part.tenant, model_spec()
+    counts: dict[str, dict] = {}
+    refused: list[dict] = []
+    findings: list[str] = []
+    for entity, s in part.entities.items():
+        rows = rows_for_load(s.rows)
+        derived = {"knowledge_chunks": chunk_documents(rows, str(tenant.id))} if entity == "knowledge_documents" else {}
+        for table, table_rows in [(entity, rows), *derived.items()]:
+            texts = with_hashes(table, table_rows, spec.model_id)
+            hashes = [r["content_sha256"] for r in table_rows] if texts else []
+            stats = embed_all(table, tenant.slug, texts, hashes) if embed_now else EmbedStats()
+            result = load_table(table, table_rows, tenant.slug, batch_size)
+            rejects = [(q["legacy_key"], q["reason"], q["payload"]) for q in s.quarantined.iter_rows(named=True)] \
+                if table == entity else []
+            rejects += [(row.get("legacy_key"), f"database refused the row: {reason}", row)
+                        for row, reason in result.failed]
+            write_quarantine(run_id, tenant.slug, table, rejects)
+            refused += [{"entity": table, "source": row.get("_source"), "row": row.get("_row"),
+                         "legacy_key": row.get("legacy_key"), "reason": f"database refused the row: {reason}"}
+                        for row, reason in result.failed]
+            failed_keys = {row.get("legacy_key") for row, _ in result.failed}
+            record_id_map(tenant.slug, table, [(r["legacy_key"], r["id"]) for r in table_rows
+                                               if r["legacy_key"] not in failed_keys])
+            read = s.read if table == entity else len(table_rows)
+            counts[table] = {"read": read, "created": s.created if table == entity else 0,
+                             "loaded": result.loaded, "quarantined": len(rejects),
+                             "skipped": s.skipped if table == entity else 0, "embedded": stats.embedded,
+                             "reused": stats.reused, "written": result.written, "retries": result.retries}
+        if derived:
+            prune_stale_chunks(str(tenant.id), [r["id"] for r in rows], [r["id"] for r in derived["knowledge_chunks"]])
+        if complete:
+            stale = count_stale_rows(entity, tenant.slug, str(tenant.id), [r["id"] for r in rows])
+            if stale:
+                findings.append(f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
+                                "sources; they were kept (undo-tenant, then migrate again, removes them)")
+    junctions = {}
+    for junction, frame in part.junctions.items():
+        rows = frame.to_dicts()
+        result = load_table(junction, rows, tenant.slug, batch_size)
+        if complete:
+            prune_derived_links(junction, tenant.slug, str(tenant.id), rows)
+        write_quarantine(run_id, tenant.slug, junction, [(None, f"database refused the row: {reason}", row)
+                                                          for row, reason in result.failed])
+        junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed)}
+    return {"entities": counts, "junctions": junctions, "refused": refused, "findings": findings}
