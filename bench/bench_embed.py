@@ -20,8 +20,11 @@ from common import bench_home, fresh_target, save, table, timed
 
 
 def texts(n: int) -> list[str]:
-    return [f"Prompt {i}: you are an expert in {SPECIALTIES[i % len(SPECIALTIES)]}. Answer with evidence, cite "
-            f"guidelines and flag uncertainty. Case {i}." for i in range(n)]
+    return [
+        f"Prompt {i}: you are an expert in {SPECIALTIES[i % len(SPECIALTIES)]}. Answer with evidence, cite "
+        f"guidelines and flag uncertainty. Case {i}."
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -43,12 +46,28 @@ def main() -> None:
             t_stage, stats = timed(ensure_cached, conn, spec, data, hashes, encode)
             t_again, again = timed(ensure_cached, conn, spec, data, hashes, encode)
     stage = len(data) / t_stage
-    rows = [{"method": f"SentenceTransformer.encode, batch {bs}", "sentences_per_s": round(r, 1),
-             "ratio": round(r / direct[best_bs], 3)} for bs, r in direct.items()]
-    rows.append({"method": "vital-etl embed stage (cold cache)", "sentences_per_s": round(stage, 1),
-                 "ratio": round(stage / direct[best_bs], 3)})
-    rows.append({"method": "vital-etl embed stage (warm cache: 0 encoded)", "sentences_per_s": round(len(data) / t_again),
-                 "ratio": round(len(data) / t_again / direct[best_bs], 1)})
+    rows = [
+        {
+            "method": f"SentenceTransformer.encode, batch {bs}",
+            "sentences_per_s": round(r, 1),
+            "ratio": round(r / direct[best_bs], 3),
+        }
+        for bs, r in direct.items()
+    ]
+    rows.append(
+        {
+            "method": "vital-etl embed stage (cold cache)",
+            "sentences_per_s": round(stage, 1),
+            "ratio": round(stage / direct[best_bs], 3),
+        }
+    )
+    rows.append(
+        {
+            "method": "vital-etl embed stage (warm cache: 0 encoded)",
+            "sentences_per_s": round(len(data) / t_again),
+            "ratio": round(len(data) / t_again / direct[best_bs], 1),
+        }
+    )
     assert stats.embedded == len(set(data)) and again.embedded == 0
     print(table(rows, ["method", "sentences_per_s", "ratio"]))
     print(f"results: {save('embed', {'texts': len(data), 'best_batch_size': best_bs, 'results': rows})}")

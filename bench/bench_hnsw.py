@@ -45,9 +45,14 @@ def main() -> None:
                         copy.write_row([start + i, vec])
         t_default, _ = timed(build, dsn, None)
         t_ours, _ = timed(build, dsn, mem)
-    rows = [{"setting": "PostgreSQL default maintenance_work_mem (64MB)", "seconds": round(t_default, 1), "speedup": 1.0},
-            {"setting": f"vital-etl: maintenance_work_mem = {mem}", "seconds": round(t_ours, 1),
-             "speedup": round(t_default / t_ours, 2)}]
+    rows = [
+        {"setting": "PostgreSQL default maintenance_work_mem (64MB)", "seconds": round(t_default, 1), "speedup": 1.0},
+        {
+            "setting": f"vital-etl: maintenance_work_mem = {mem}",
+            "seconds": round(t_ours, 1),
+            "speedup": round(t_default / t_ours, 2),
+        },
+    ]
     print(table(rows, ["setting", "seconds", "speedup"]))
     print(f"results: {save('hnsw', {'rows': args.rows, 'results': rows})}")
 

@@ -37,18 +37,34 @@ def make_rows(n: int, seed: int = 1) -> tuple[list[dict], np.ndarray]:
     rows = []
     for i in range(n):
         text = f"agent {i} for pharmacovigilance signal detection and regulatory submissions"
-        rows.append({"id": str(row_id(PHARMA, "agents", f"a{i}")), "tenant_id": PHARMA, "legacy_key": f"a{i}",
-                     "name": f"agent {i}", "description": text, "functional_area": "Regulatory",
-                     "status": "active", "metadata": {"i": i}, "embedding_model": MODEL.model_id,
-                     "content_sha256": hashlib.sha256(f"{MODEL.model_id}\n{text}".encode()).hexdigest()})
+        rows.append(
+            {
+                "id": str(row_id(PHARMA, "agents", f"a{i}")),
+                "tenant_id": PHARMA,
+                "legacy_key": f"a{i}",
+                "name": f"agent {i}",
+                "description": text,
+                "functional_area": "Regulatory",
+                "status": "active",
+                "metadata": {"i": i},
+                "embedding_model": MODEL.model_id,
+                "content_sha256": hashlib.sha256(f"{MODEL.model_id}\n{text}".encode()).hexdigest(),
+            }
+        )
     return rows, vectors
 
 
 def ours(dsn: str, rows: list[dict], vectors: np.ndarray, batch: int) -> None:
     lookup = {r["content_sha256"]: v for r, v in zip(rows, vectors)}
     with psycopg.connect(dsn, autocommit=True) as conn:  # the embed stage's write: vectors into the cache
-        ensure_cached(conn, MODEL, [r["description"] for r in rows], [r["content_sha256"] for r in rows],
-                      lambda spec, texts: np.stack([lookup[h] for h in hashes_of(texts, rows)]), batch_size=batch)
+        ensure_cached(
+            conn,
+            MODEL,
+            [r["description"] for r in rows],
+            [r["content_sha256"] for r in rows],
+            lambda spec, texts: np.stack([lookup[h] for h in hashes_of(texts, rows)]),
+            batch_size=batch,
+        )
     result = load_rows(dsn, "agents", rows, batch_size=batch)
     assert result.loaded == len(rows) and not result.failed
 
@@ -65,8 +81,18 @@ def raw_copy(dsn: str, rows: list[dict], vectors: np.ndarray) -> None:
         with conn.cursor().copy("COPY bare FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["uuid", "uuid", "text", "text", "text", "text", "jsonb", "vector"])
             for r, v in zip(rows, vectors):
-                copy.write_row([uuid.UUID(r["id"]), uuid.UUID(PHARMA), r["legacy_key"], r["name"], r["description"],
-                                r["functional_area"], psycopg.types.json.Jsonb(r["metadata"]), v])
+                copy.write_row(
+                    [
+                        uuid.UUID(r["id"]),
+                        uuid.UUID(PHARMA),
+                        r["legacy_key"],
+                        r["name"],
+                        r["description"],
+                        r["functional_area"],
+                        psycopg.types.json.Jsonb(r["metadata"]),
+                        v,
+                    ]
+                )
 
 
 def executemany(dsn: str, rows: list[dict], vectors: np.ndarray) -> None:
@@ -74,9 +100,22 @@ def executemany(dsn: str, rows: list[dict], vectors: np.ndarray) -> None:
         register_vector(conn)
         conn.execute(BARE)
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO bare VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                            [(r["id"], PHARMA, r["legacy_key"], r["name"], r["description"], r["functional_area"],
-                              psycopg.types.json.Jsonb(r["metadata"]), v) for r, v in zip(rows, vectors)])
+            cur.executemany(
+                "INSERT INTO bare VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        r["id"],
+                        PHARMA,
+                        r["legacy_key"],
+                        r["name"],
+                        r["description"],
+                        r["functional_area"],
+                        psycopg.types.json.Jsonb(r["metadata"]),
+                        v,
+                    )
+                    for r, v in zip(rows, vectors)
+                ],
+            )
 
 
 def row_by_row(dsn: str, rows: list[dict], vectors: np.ndarray) -> None:
@@ -85,9 +124,19 @@ def row_by_row(dsn: str, rows: list[dict], vectors: np.ndarray) -> None:
         conn.execute(BARE)
         conn.commit()
         for r, v in zip(rows, vectors):
-            conn.execute("INSERT INTO bare VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                         (r["id"], PHARMA, r["legacy_key"], r["name"], r["description"], r["functional_area"],
-                          psycopg.types.json.Jsonb(r["metadata"]), v))
+            conn.execute(
+                "INSERT INTO bare VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    r["id"],
+                    PHARMA,
+                    r["legacy_key"],
+                    r["name"],
+                    r["description"],
+                    r["functional_area"],
+                    psycopg.types.json.Jsonb(r["metadata"]),
+                    v,
+                ),
+            )
             conn.commit()
 
 
@@ -107,12 +156,22 @@ def main() -> None:
             k = min(n, args.row_by_row)
             t_row, _ = timed(row_by_row, fresh_target(server), rows[:k], vectors[:k])
             raw = n / t_raw
-            for name, rate in (("raw binary COPY (baseline)", raw), ("vital-etl batch path", n / t_ours),
-                               ("executemany INSERT", n / t_many), (f"INSERT + commit per row ({k} rows)", k / t_row)):
+            for name, rate in (
+                ("raw binary COPY (baseline)", raw),
+                ("vital-etl batch path", n / t_ours),
+                ("executemany INSERT", n / t_many),
+                (f"INSERT + commit per row ({k} rows)", k / t_row),
+            ):
                 out.append({"rows": n, "method": name, "rows_per_s": round(rate), "x_raw_copy": round(rate / raw, 3)})
             ours_rate = n / t_ours
-            out.append({"rows": n, "method": "vital-etl vs per-row", "rows_per_s": "",
-                        "x_raw_copy": f"{ours_rate / (k / t_row):.1f}x per-row"})
+            out.append(
+                {
+                    "rows": n,
+                    "method": "vital-etl vs per-row",
+                    "rows_per_s": "",
+                    "x_raw_copy": f"{ours_rate / (k / t_row):.1f}x per-row",
+                }
+            )
     print(table(out, ["rows", "method", "rows_per_s", "x_raw_copy"]))
     print(f"results: {save('load', {'results': out})}")
 

@@ -47,13 +47,20 @@ def incremental(scale: int) -> None:
             if label.startswith("1%"):
                 with psycopg.connect(source) as conn:
                     for t in ("agents", "prompts"):
-                        conn.execute(f"UPDATE {t} SET description = description || ' (revised)' "
-                                     f"WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT "
-                                     f"(SELECT greatest(1, count(*) / 100) FROM {t}))")
+                        conn.execute(
+                            f"UPDATE {t} SET description = description || ' (revised)' "
+                            f"WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT "
+                            f"(SELECT greatest(1, count(*) / 100) FROM {t}))"
+                        )
             t, summary = timed(migrate_tenant, tenant="pharma")
-            runs.append({"run": label, "seconds": round(t, 1),
-                         "embedded": sum(c["embedded"] for c in summary["entities"].values()),
-                         "rows": sum(c["loaded"] for c in summary["entities"].values())})
+            runs.append(
+                {
+                    "run": label,
+                    "seconds": round(t, 1),
+                    "embedded": sum(c["embedded"] for c in summary["entities"].values()),
+                    "rows": sum(c["loaded"] for c in summary["entities"].values()),
+                }
+            )
     for r in runs:
         r["x_first_run"] = round(r["seconds"] / runs[0]["seconds"], 3)
     print(table(runs, ["run", "rows", "seconds", "x_first_run", "embedded"]))
@@ -82,8 +89,17 @@ def memory(sizes: list[int], batch: int) -> None:
             manifest = Path(os.environ["VITAL_HOME"]) / f"m{n}.yaml"
             manifest.write_text("entities: {prompts: [{kind: postgres, table: public.prompts}]}\n")
             env = {**os.environ, "VITAL_SOURCE_DSN": source, "VITAL_TARGET_DSN": fresh_target(server)}
-            cmd = [str(ROOT / ".venv" / "bin" / "vital-etl"), "migrate", "--tenant", "pharma", "--manifest",
-                   str(manifest), "--no-embed", "--batch-size", str(batch)]
+            cmd = [
+                str(ROOT / ".venv" / "bin" / "vital-etl"),
+                "migrate",
+                "--tenant",
+                "pharma",
+                "--manifest",
+                str(manifest),
+                "--no-embed",
+                "--batch-size",
+                str(batch),
+            ]
             start, peak = time.perf_counter(), 0
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             ps = psutil.Process(proc.pid)
@@ -96,7 +112,13 @@ def memory(sizes: list[int], batch: int) -> None:
             err = proc.stderr.read()
             if proc.returncode != 0:
                 sys.exit(f"migrate failed for {n} rows: {err[-2000:]}")
-            rows.append({"legacy_rows": n, "peak_rss_mib": round(peak / 2**20), "seconds": round(time.perf_counter() - start, 1)})
+            rows.append(
+                {
+                    "legacy_rows": n,
+                    "peak_rss_mib": round(peak / 2**20),
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
     base = rows[0]
     for r in rows:
         r["rows_x"] = round(r["legacy_rows"] / base["legacy_rows"], 1)

@@ -22,8 +22,12 @@ RESULTS = ROOT / "bench" / "results"
 def machine() -> dict:
     import psutil
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version()}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+    }
 
 
 @contextmanager

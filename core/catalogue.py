@@ -50,10 +50,10 @@ ENTITIES: tuple[Entity, ...] = (
     Entity("org_responsibilities"),
     Entity("capabilities", searchable=True, has_area=True),
     Entity("tools", searchable=True),
-    Entity("knowledge_domains", parent="parent_id",
-           refs={"parent_ref": ("knowledge_domains", "parent_id")}),
-    Entity("knowledge_documents", refs={"domain_ref": ("knowledge_domains", "domain_id")},
-           derived=("knowledge_chunks",)),
+    Entity("knowledge_domains", parent="parent_id", refs={"parent_ref": ("knowledge_domains", "parent_id")}),
+    Entity(
+        "knowledge_documents", refs={"domain_ref": ("knowledge_domains", "domain_id")}, derived=("knowledge_chunks",)
+    ),
     Entity("personas", searchable=True, has_area=True),
     Entity("jobs_to_be_done", searchable=True, has_area=True),
     Entity("agents", searchable=True, has_area=True),
@@ -72,8 +72,14 @@ JUNCTIONS: tuple[Junction, ...] = (
     Junction("agent_knowledge_domains", "agents", "knowledge_domains", "agent_id", "knowledge_domain_id"),
     Junction("agent_tools", "agents", "tools", "agent_id", "tool_id"),
     Junction("agent_relations", "agents", "agents", "agent_id", "related_agent_id", kind="relation_type"),
-    Junction("capability_dependencies", "capabilities", "capabilities", "capability_id", "related_capability_id",
-             kind="dependency_type"),
+    Junction(
+        "capability_dependencies",
+        "capabilities",
+        "capabilities",
+        "capability_id",
+        "related_capability_id",
+        kind="dependency_type",
+    ),
     Junction("jtbd_personas", "jobs_to_be_done", "personas", "jtbd_id", "persona_id", similarity=True),
     Junction("agent_jtbds", "agents", "jobs_to_be_done", "agent_id", "jtbd_id", similarity=True),
 )

@@ -69,7 +69,8 @@ def embedded_dsn(database: str) -> str:
     if uri is None:
         raise ConfigError(
             f"no embedded PostgreSQL is running under {vital_home()} and no DSN is set: start it with "
-            "`vital-etl db start` (make db-start), or set VITAL_SOURCE_DSN / VITAL_TARGET_DSN")
+            "`vital-etl db start` (make db-start), or set VITAL_SOURCE_DSN / VITAL_TARGET_DSN"
+        )
     if uri not in _created:
         with psycopg.connect(embedded_uri("postgres"), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
@@ -87,8 +88,10 @@ def _secret(variable: str, name: str | None) -> str | None:
     try:
         value = Secret.load(name).get()
     except ValueError:
-        raise ConfigError(f"{variable}_SECRET={name!r}: no Prefect Secret block of that name "
-                          f"(create it: prefect block create secret, or Secret(value=...).save({name!r}))") from None
+        raise ConfigError(
+            f"{variable}_SECRET={name!r}: no Prefect Secret block of that name "
+            f"(create it: prefect block create secret, or Secret(value=...).save({name!r}))"
+        ) from None
     if not isinstance(value, str) or not value:
         raise ConfigError(f"Prefect Secret block {name!r} ({variable}_SECRET) holds no DSN string")
     return value
@@ -99,8 +102,12 @@ def source_dsn(dsn_env: str = "VITAL_SOURCE_DSN") -> str:
     VITAL_SOURCE_DSN, else the Secret block named by VITAL_SOURCE_DSN_SECRET, else database
     `vital_legacy` of the embedded server."""
     s = settings()
-    return (os.environ.get(dsn_env) or s.source_dsn or _secret("VITAL_SOURCE_DSN", s.source_dsn_secret)
-            or embedded_dsn(SOURCE_DB))
+    return (
+        os.environ.get(dsn_env)
+        or s.source_dsn
+        or _secret("VITAL_SOURCE_DSN", s.source_dsn_secret)
+        or embedded_dsn(SOURCE_DB)
+    )
 
 
 def target_dsn() -> str:

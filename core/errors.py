@@ -30,8 +30,15 @@ class PreflightError(TerminalError):
 class MigrationError(TerminalError):
     """A schema file failed; its transaction was rolled back and the ledger is unchanged."""
 
-    def __init__(self, message: str, *, file: str, statement: str | None = None,
-                 line: int | None = None, cause: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str,
+        statement: str | None = None,
+        line: int | None = None,
+        cause: str | None = None,
+    ):
         super().__init__(message)
         self.file = file
         self.statement = statement

@@ -8,8 +8,13 @@ from psycopg import errors as pg_errors
 
 from core.errors import TerminalError, TransientError
 
-TRANSIENT_PG = (psycopg.OperationalError, pg_errors.SerializationFailure, pg_errors.DeadlockDetected,
-                pg_errors.AdminShutdown, pg_errors.CannotConnectNow)
+TRANSIENT_PG = (
+    psycopg.OperationalError,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.AdminShutdown,
+    pg_errors.CannotConnectNow,
+)
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -28,5 +33,6 @@ def retry_transient(task, task_run, state) -> bool:
 
 
 # Prefect task options for every step that does I/O: backoff with jitter, transient errors only
-IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 8, 30], retry_jitter_factor=0.5,
-                  retry_condition_fn=retry_transient)
+IO_RETRIES = dict(
+    retries=3, retry_delay_seconds=[2, 8, 30], retry_jitter_factor=0.5, retry_condition_fn=retry_transient
+)

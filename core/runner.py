@@ -22,6 +22,5 @@ def task_runner(kind: str | None = None):
             raise ConfigError("VITAL_TASK_RUNNER=dask needs prefect-dask: pip install -e '.[dask]'") from None
         if s.dask_address:
             return DaskTaskRunner(address=s.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": s.dask_workers,
-                                              "threads_per_worker": 1})
+        return DaskTaskRunner(cluster_kwargs={"n_workers": s.dask_workers, "threads_per_worker": 1})
     raise ConfigError(f"VITAL_TASK_RUNNER={kind!r}: use threads or dask")

@@ -30,30 +30,43 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VITAL_", frozen=True, extra="ignore")
 
-    home: Path = Field(Path(".vital"), description="embedded PostgreSQL (`pg/`), Prefect state (`prefect/`), "
-                       "run files")
-    source_dsn: str | None = Field(None, description="the legacy database (default: database `vital_legacy` "
-                                   "on the embedded server)")
-    target_dsn: str | None = Field(None, description="the new database (default: database `vital` on the "
-                                   "embedded server)")
-    source_dsn_secret: str | None = Field(None, description="the name of a Prefect Secret block holding the "
-                                          "legacy DSN (used when VITAL_SOURCE_DSN is unset)")
-    target_dsn_secret: str | None = Field(None, description="the name of a Prefect Secret block holding the "
-                                          "target DSN (used when VITAL_TARGET_DSN is unset)")
-    embedding_model: str | None = Field(None, description="a sentence-transformers model folder (no hub is "
-                                        "reached); default: the bundled all-MiniLM-L6-v2")
-    embedding_model_id: str | None = Field(None, description="the name stored in `embedding_model` columns "
-                                           "(default: the bundled model's id, or the folder name)")
-    maintenance_work_mem: str = Field("1GB", description="`maintenance_work_mem` for building HNSW indexes "
-                                      "after a load")
+    home: Path = Field(Path(".vital"), description="embedded PostgreSQL (`pg/`), Prefect state (`prefect/`), run files")
+    source_dsn: str | None = Field(
+        None, description="the legacy database (default: database `vital_legacy` on the embedded server)"
+    )
+    target_dsn: str | None = Field(
+        None, description="the new database (default: database `vital` on the embedded server)"
+    )
+    source_dsn_secret: str | None = Field(
+        None,
+        description="the name of a Prefect Secret block holding the legacy DSN (used when VITAL_SOURCE_DSN is unset)",
+    )
+    target_dsn_secret: str | None = Field(
+        None,
+        description="the name of a Prefect Secret block holding the target DSN (used when VITAL_TARGET_DSN is unset)",
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="a sentence-transformers model folder (no hub is reached); default: the bundled all-MiniLM-L6-v2",
+    )
+    embedding_model_id: str | None = Field(
+        None,
+        description="the name stored in `embedding_model` columns "
+        "(default: the bundled model's id, or the folder name)",
+    )
+    maintenance_work_mem: str = Field(
+        "1GB", description="`maintenance_work_mem` for building HNSW indexes after a load"
+    )
     task_runner: Literal["threads", "dask"] = Field("threads", description="the flows' task runner")
     threads: int = Field(4, ge=1, description="threads of the `threads` runner")
-    dask_address: str | None = Field(None, description="a Dask scheduler (`tcp://host:8786`); unset: a "
-                                     "`LocalCluster` per run")
+    dask_address: str | None = Field(
+        None, description="a Dask scheduler (`tcp://host:8786`); unset: a `LocalCluster` per run"
+    )
     dask_workers: int = Field(2, ge=1, description="workers of that `LocalCluster`")
     prefect_port: int = Field(4200, ge=1, le=65535, description="port of the local Prefect server of `make up`")
-    project_dir: Path | None = Field(None, description="the checkout the deployments run from (`pull:` of "
-                                     "`prefect.yaml`; set by the Makefile)")
+    project_dir: Path | None = Field(
+        None, description="the checkout the deployments run from (`pull:` of `prefect.yaml`; set by the Makefile)"
+    )
 
     @property
     def home_dir(self) -> Path:
@@ -66,8 +79,15 @@ class Settings(BaseSettings):
 
 
 # what the tenant runs of migrate-all may be given: never a plain DSN (job variables show in the UI)
-FORWARDED = ("home", "source_dsn_secret", "target_dsn_secret", "embedding_model", "embedding_model_id",
-             "task_runner", "dask_address")
+FORWARDED = (
+    "home",
+    "source_dsn_secret",
+    "target_dsn_secret",
+    "embedding_model",
+    "embedding_model_id",
+    "task_runner",
+    "dask_address",
+)
 
 
 def env_name(field: str) -> str:

@@ -63,7 +63,7 @@ def _add_statement(out: list[Statement], script: str, start: int, end: int) -> N
     text = chunk.strip()
     while text.startswith("--"):
         nl = text.find("\n")
-        text = "" if nl < 0 else text[nl + 1:].lstrip()
+        text = "" if nl < 0 else text[nl + 1 :].lstrip()
     offset = start + lead + (len(chunk.strip()) - len(text))
     out.append(Statement(text=text, line=script.count("\n", 0, offset) + 1))
 

@@ -79,9 +79,17 @@ def load_tenants(path: Path | str | None = None) -> TenantRules:
             if lid in seen_ids:
                 raise ConfigError(f"{where}: legacy id {lid} is already used by tenant {seen_ids[lid]!r}")
             seen_ids[lid] = slug
-        tenants.append(Tenant(slug=slug, name=str(item["name"]), tier=tier, status=status,
-                              features=dict(item.get("features") or {}), legacy_ids=legacy,
-                              labels=tuple(str(x) for x in item.get("labels") or ())))
+        tenants.append(
+            Tenant(
+                slug=slug,
+                name=str(item["name"]),
+                tier=tier,
+                status=status,
+                features=dict(item.get("features") or {}),
+                legacy_ids=legacy,
+                labels=tuple(str(x) for x in item.get("labels") or ()),
+            )
+        )
     slugs = [t.slug for t in tenants]
     if len(set(slugs)) != len(slugs):
         raise ConfigError(f"{path}: duplicate tenant slugs in {slugs}")

@@ -13,8 +13,7 @@ from tasks.backfill import backfill
 
 
 @flow(name="backfill-embeddings", log_prints=True)
-def backfill_embeddings(tenant: str | None = None, entities: list[str] | None = None,
-                        batch_size: int = 1000) -> dict:
+def backfill_embeddings(tenant: str | None = None, entities: list[str] | None = None, batch_size: int = 1000) -> dict:
     """Embed rows whose embedding is NULL, stale (text changed) or from another model.
 
     tenant: one tenant (default: all). entities: searchable tables to check (default: all).
@@ -24,6 +23,8 @@ def backfill_embeddings(tenant: str | None = None, entities: list[str] | None = 
         raise ConfigError(f"{unknown[0]!r} has no embeddings (searchable: {', '.join(SEARCHABLE)})")
     tenant_id = str(load_tenants().by_slug(tenant).id) if tenant else None
     result = {table: backfill(table, tenant_id, batch_size) for table in (entities or SEARCHABLE)}
-    print(f"backfill-embeddings with {model_spec().model_id}: " +
-          ", ".join(f"{t} {r['stale']} stale of {r['rows']}" for t, r in result.items()))
+    print(
+        f"backfill-embeddings with {model_spec().model_id}: "
+        + ", ".join(f"{t} {r['stale']} stale of {r['rows']}" for t, r in result.items())
+    )
     return result

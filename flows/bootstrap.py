@@ -12,8 +12,7 @@ from tasks.tenants import upsert_tenant_rows
 
 
 @flow(name="bootstrap-schema", log_prints=True)
-def bootstrap_schema(dry_run: bool = False, migrations_dir: str | None = None,
-                     tenants_file: str | None = None) -> dict:
+def bootstrap_schema(dry_run: bool = False, migrations_dir: str | None = None, tenants_file: str | None = None) -> dict:
     """Preflight, then the vector extension, then each pending schema file in its own
     transaction (recorded in etl.schema_migrations), then the tenants of rules/tenants.yaml.
 

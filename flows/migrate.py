@@ -22,8 +22,14 @@ from tasks.verify import verify_target
 
 
 @flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True, task_runner=task_runner())
-def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str] | None = None,
-                   dry_run: bool = False, batch_size: int = DEFAULT_BATCH_ROWS, embed: bool = True) -> dict:
+def migrate_tenant(
+    tenant: str,
+    manifest: str | None = None,
+    entities: list[str] | None = None,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH_ROWS,
+    embed: bool = True,
+) -> dict:
     """Extract -> normalize -> embed -> load -> link -> verify -> report, for one tenant.
 
     tenant: slug from rules/tenants.yaml. manifest: sources manifest (default: the bundled
@@ -47,16 +53,23 @@ def migrate_tenant(tenant: str, manifest: str | None = None, entities: list[str]
 
 
 @flow(name="migrate-all", log_prints=True)
-def migrate_all(manifest: str | None = None, tenants: list[str] | None = None, dry_run: bool = False,
-                batch_size: int = DEFAULT_BATCH_ROWS, timeout_s: float = 6 * 3600) -> dict:
+def migrate_all(
+    manifest: str | None = None,
+    tenants: list[str] | None = None,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH_ROWS,
+    timeout_s: float = 6 * 3600,
+) -> dict:
     """One migrate-tenant run per tenant: through the migrate-tenant/<tenant> deployments when a
     Prefect server has them (tenants run in parallel on the workers), as subflows otherwise.
     Its report sums the tenants'.
 
     tenants: a subset of slugs (default: every tenant of the tenants file). timeout_s: how long
     to wait for the deployment runs."""
-    known = [t.slug for t in load_rules(tenants_file=load_manifest(manifest or DEFAULT_MANIFEST).tenants_file)
-             .tenants.tenants]
+    known = [
+        t.slug
+        for t in load_rules(tenants_file=load_manifest(manifest or DEFAULT_MANIFEST).tenants_file).tenants.tenants
+    ]
     slugs = list(tenants or known)
     unknown = [s for s in slugs if s not in known]
     if unknown:

@@ -1,15 +1,15 @@
 """`vital-etl`: the commands the Makefile and a data engineer run.
 
-    vital-etl db start|stop|status      the embedded PostgreSQL under VITAL_HOME
-    vital-etl bootstrap [--dry-run]     run the bootstrap-schema flow on the target
-    vital-etl sample [--scale N]        build the bundled sample (legacy tables + export files)
-    vital-etl migrate --tenant T ...    run the migrate-tenant flow for one tenant
-    vital-etl verify --tenant T         run the verify-tenant flow
-    vital-etl backfill [--tenant T]     run the backfill-embeddings flow
-    vital-etl undo --tenant T --confirm T   remove everything the tenant's migration loaded
-    vital-etl restore --schema S --data D   restore a Supabase dump into the embedded PostgreSQL
-    vital-etl up | down                 the local Prefect server + worker (and, for down, the DB)
-    vital-etl report --tenant T         the report of the tenant's last completed run
+vital-etl db start|stop|status      the embedded PostgreSQL under VITAL_HOME
+vital-etl bootstrap [--dry-run]     run the bootstrap-schema flow on the target
+vital-etl sample [--scale N]        build the bundled sample (legacy tables + export files)
+vital-etl migrate --tenant T ...    run the migrate-tenant flow for one tenant
+vital-etl verify --tenant T         run the verify-tenant flow
+vital-etl backfill [--tenant T]     run the backfill-embeddings flow
+vital-etl undo --tenant T --confirm T   remove everything the tenant's migration loaded
+vital-etl restore --schema S --data D   restore a Supabase dump into the embedded PostgreSQL
+vital-etl up | down                 the local Prefect server + worker (and, for down, the DB)
+vital-etl report --tenant T         the report of the tenant's last completed run
 """
 
 from __future__ import annotations
@@ -59,8 +59,14 @@ def _migrate(args: argparse.Namespace) -> int:
     from flows.migrate import migrate_tenant
 
     entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
-    summary = migrate_tenant(tenant=args.tenant, manifest=args.manifest, entities=entities,
-                             dry_run=args.dry_run, batch_size=args.batch_size, embed=not args.no_embed)
+    summary = migrate_tenant(
+        tenant=args.tenant,
+        manifest=args.manifest,
+        entities=entities,
+        dry_run=args.dry_run,
+        batch_size=args.batch_size,
+        embed=not args.no_embed,
+    )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return 0 if summary["reconciled"] else 1
@@ -109,8 +115,10 @@ def _up(args: argparse.Namespace) -> int:
     from local import services
 
     info = services.up()
-    print(f"Prefect server {info['api_url']} (pid {info['server']}), worker on pool {services.WORK_POOL} "
-          f"(pid {info['worker']}); started now: {', '.join(info['started']) or 'nothing, already running'}")
+    print(
+        f"Prefect server {info['api_url']} (pid {info['server']}), worker on pool {services.WORK_POOL} "
+        f"(pid {info['worker']}); started now: {', '.join(info['started']) or 'nothing, already running'}"
+    )
     print(f"Prefect UI: {info['ui']}")
     return 0
 
@@ -184,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     from core import logs
 
     logs.install()
-    parser = argparse.ArgumentParser(prog="vital-etl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vital-etl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="manage the embedded PostgreSQL under VITAL_HOME")
     db.add_argument("action", choices=["start", "stop", "status"])

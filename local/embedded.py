@@ -85,8 +85,9 @@ class EmbeddedPostgres:
         """Start (or reuse) the server; returns the maintenance DSN (database postgres)."""
         if self.is_stale():
             st = self.status()
-            log.warning("stopping a stale embedded PostgreSQL (pid %s) left by process %s, which is gone",
-                        st.pid, st.owner_pid)
+            log.warning(
+                "stopping a stale embedded PostgreSQL (pid %s) left by process %s, which is gone", st.pid, st.owner_pid
+            )
             self.stop()
         reused = self.status().running
         try:

@@ -55,17 +55,29 @@ def _healthy(url: str) -> bool:
 
 def _env(url: str) -> dict:
     home = vital_home()
-    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_HOME": os.environ.get("PREFECT_HOME", str(home / "prefect")), "VITAL_HOME": str(home),
-           "VITAL_PROJECT_DIR": str(PROJECT_ROOT)}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": os.environ.get("PREFECT_HOME", str(home / "prefect")),
+        "VITAL_HOME": str(home),
+        "VITAL_PROJECT_DIR": str(PROJECT_ROOT),
+    }
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     return env
 
 
 def _start(name: str, args: list[str], env: dict) -> int:
     with open(run_dir() / f"{name}.log", "ab") as log:  # the child keeps its own handle
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=PROJECT_ROOT, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
     (run_dir() / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
 
@@ -79,27 +91,41 @@ def up(port: int | None = None, timeout: float = 180) -> dict:
     if _pid("server") is None:
         if _healthy(url):
             raise ConfigError(f"something else already answers on {url}; set VITAL_PREFECT_PORT to a free port")
-        _start("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", url.split(":")[2].split("/")[0]],
-               env)
+        _start(
+            "server",
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", url.split(":")[2].split("/")[0]],
+            env,
+        )
         started.append("server")
     deadline = time.monotonic() + timeout
     while not _healthy(url):
         if _pid("server") is None:
             raise ConfigError(f"the Prefect server did not start; see {run_dir() / 'server.log'}")
         if time.monotonic() > deadline:
-            raise ConfigError(f"the Prefect server did not answer on {url} within {timeout:.0f} s; "
-                              f"see {run_dir() / 'server.log'}")
+            raise ConfigError(
+                f"the Prefect server did not answer on {url} within {timeout:.0f} s; see {run_dir() / 'server.log'}"
+            )
         time.sleep(0.5)
     (run_dir() / "api_url").write_text(url)
     pool = subprocess.run([prefect, "work-pool", "inspect", WORK_POOL], env=env, capture_output=True, text=True)
     if pool.returncode != 0:
-        subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process"], env=env, check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [prefect, "work-pool", "create", WORK_POOL, "--type", "process"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     if _pid("worker") is None:
         _start("worker", [prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process"], env)
         started.append("worker")
-    return {"api_url": url, "server": _pid("server"), "worker": _pid("worker"), "started": started,
-            "ui": url.removesuffix("/api")}
+    return {
+        "api_url": url,
+        "server": _pid("server"),
+        "worker": _pid("worker"),
+        "started": started,
+        "ui": url.removesuffix("/api"),
+    }
 
 
 def _stop(name: str, sigterms: int, timeout: float = 30) -> bool:
@@ -132,5 +158,4 @@ def down() -> list[str]:
 def status() -> dict:
     url_file = run_dir() / "api_url"
     url = url_file.read_text() if url_file.exists() else None
-    return {"server": _pid("server"), "worker": _pid("worker"), "api_url": url,
-            "healthy": bool(url and _healthy(url))}
+    return {"server": _pid("server"), "worker": _pid("worker"), "api_url": url, "healthy": bool(url and _healthy(url))}

@@ -59,9 +59,10 @@ def frame_of(records: list[dict], columns: list[str] | None = None) -> pl.DataFr
 def _batches(records: list[dict], batch_rows: int, start: int = 1) -> Iterator[pl.DataFrame]:
     columns = list({k: None for r in records for k in r})
     for i in range(0, len(records), batch_rows):
-        chunk = records[i:i + batch_rows]
+        chunk = records[i : i + batch_rows]
         yield frame_of(chunk, columns).with_columns(
-            pl.Series("_row", range(start + i, start + i + len(chunk)), dtype=pl.Int64))
+            pl.Series("_row", range(start + i, start + i + len(chunk)), dtype=pl.Int64)
+        )
 
 
 def _text(path: Path) -> tuple[str, dict]:
@@ -72,14 +73,16 @@ def _text(path: Path) -> tuple[str, dict]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SourceError(f"{path}: not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
-                          "re-export as UTF-8") from None
+        raise SourceError(
+            f"{path}: not UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); re-export as UTF-8"
+        ) from None
     detected["encoding"] = "utf-8"
     return text, detected
 
 
-def read_json(path: Path, batch_rows: int, records_key: str | None = None,
-              detected: dict | None = None) -> Iterator[pl.DataFrame]:
+def read_json(
+    path: Path, batch_rows: int, records_key: str | None = None, detected: dict | None = None
+) -> Iterator[pl.DataFrame]:
     text, info = _text(path)
     try:
         data = json.loads(text)
@@ -89,8 +92,10 @@ def read_json(path: Path, batch_rows: int, records_key: str | None = None,
         if records_key is None:
             lists = [k for k, v in data.items() if isinstance(v, list)]
             if len(lists) != 1:
-                raise SourceError(f"{path}: a JSON object with {len(lists)} arrays; name the records with "
-                                  f"`records:` in the manifest (arrays: {', '.join(lists) or 'none'})")
+                raise SourceError(
+                    f"{path}: a JSON object with {len(lists)} arrays; name the records with "
+                    f"`records:` in the manifest (arrays: {', '.join(lists) or 'none'})"
+                )
             records_key = lists[0]
         if not isinstance(data.get(records_key), list):
             raise SourceError(f"{path}: no array under key {records_key!r}")
@@ -100,8 +105,12 @@ def read_json(path: Path, batch_rows: int, records_key: str | None = None,
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
     bad = [i + 1 for i, r in enumerate(data) if not isinstance(r, dict)]
-    records = [r if isinstance(r, dict) else {"_error": f"record {i + 1} is a {type(r).__name__}, not an object",
-                                              "_raw": canonical(r)} for i, r in enumerate(data)]
+    records = [
+        r
+        if isinstance(r, dict)
+        else {"_error": f"record {i + 1} is a {type(r).__name__}, not an object", "_raw": canonical(r)}
+        for i, r in enumerate(data)
+    ]
     info["rows"] = len(records)
     if bad:
         info["non_object_records"] = len(bad)
@@ -118,8 +127,11 @@ def read_jsonl(path: Path, batch_rows: int, detected: dict | None = None) -> Ite
             continue
         try:
             obj = json.loads(line)
-            records.append(obj if isinstance(obj, dict) else
-                           {"_error": f"line {n}: a {type(obj).__name__}, not an object", "_raw": line})
+            records.append(
+                obj
+                if isinstance(obj, dict)
+                else {"_error": f"line {n}: a {type(obj).__name__}, not an object", "_raw": line}
+            )
         except json.JSONDecodeError as exc:
             records.append({"_error": f"line {n}: not valid JSON: {exc.msg}", "_raw": line[:500]})
     info["rows"] = len(records)
@@ -153,9 +165,13 @@ def read_csv(path: Path, batch_rows: int, delimiter: str = ",", detected: dict |
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue
             if len(cells) != len(header):
-                records.append({"_error": f"record {len(records) + 1} (line {reader.line_num}) has {len(cells)} "
-                                          f"cells, the header has {len(header)}",
-                                "_raw": delimiter.join(cells)[:500]})
+                records.append(
+                    {
+                        "_error": f"record {len(records) + 1} (line {reader.line_num}) has {len(cells)} "
+                        f"cells, the header has {len(header)}",
+                        "_raw": delimiter.join(cells)[:500],
+                    }
+                )
                 continue
             records.append(dict(zip(header, cells)))
     except csv.Error as exc:
@@ -177,7 +193,8 @@ def read_parquet(path: Path, batch_rows: int, detected: dict | None = None) -> I
     for offset in range(0, total, batch_rows):
         chunk = lazy.slice(offset, batch_rows).collect()
         yield frame_of(chunk.to_dicts(), chunk.columns).with_columns(
-            pl.Series("_row", range(offset + 1, offset + 1 + chunk.height), dtype=pl.Int64))
+            pl.Series("_row", range(offset + 1, offset + 1 + chunk.height), dtype=pl.Int64)
+        )
 
 
 def read_markdown(folder: Path, batch_rows: int, detected: dict | None = None) -> Iterator[pl.DataFrame]:
@@ -190,10 +207,22 @@ def read_markdown(folder: Path, batch_rows: int, detected: dict | None = None) -
         except UnicodeDecodeError:
             records.append({"path": str(path.relative_to(folder)), "_error": "not UTF-8"})
             continue
-        title = next((line.lstrip("#").strip() for line in content.splitlines() if line.startswith("#")
-                      and line.lstrip("#").strip()), path.stem.replace("_", " "))
-        records.append({"path": str(path.relative_to(folder)), "title": title, "content": content,
-                        "bytes": len(content.encode("utf-8"))})
+        title = next(
+            (
+                line.lstrip("#").strip()
+                for line in content.splitlines()
+                if line.startswith("#") and line.lstrip("#").strip()
+            ),
+            path.stem.replace("_", " "),
+        )
+        records.append(
+            {
+                "path": str(path.relative_to(folder)),
+                "title": title,
+                "content": content,
+                "bytes": len(content.encode("utf-8")),
+            }
+        )
     if detected is not None:
         detected.update({"rows": len(records), "format": "markdown"})
     yield from _batches(records, batch_rows)

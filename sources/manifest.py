@@ -52,7 +52,7 @@ class SourceSpec:
     records: str | None = None
     delimiter: str = ","
     label: str = ""
-    dump_schema: Path | None = None   # supabase_dump: the schema file and the data file
+    dump_schema: Path | None = None  # supabase_dump: the schema file and the data file
     dump_data: Path | None = None
 
     @property
@@ -86,7 +86,9 @@ def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
         raise ManifestError(f"{where}: each source is a mapping like {{kind: json, path: ...}}")
     unknown = set(raw) - SOURCE_KEYS
     if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SOURCE_KEYS))})")
+        raise ManifestError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SOURCE_KEYS))})"
+        )
     kind = raw.get("kind")
     if kind not in KINDS:
         raise ManifestError(f"{where}: unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
@@ -105,8 +107,16 @@ def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
                 raise ManifestError(f"{where}: folder {path} does not exist{hint}")
         elif not path.is_file():
             raise ManifestError(f"{where}: file {path} does not exist{hint}")
-        return SourceSpec(entity, kind, path=path, rename=rename, tenants=tenants, records=raw.get("records"),
-                          delimiter=str(raw.get("delimiter") or ","), label=str(raw["path"]))
+        return SourceSpec(
+            entity,
+            kind,
+            path=path,
+            rename=rename,
+            tenants=tenants,
+            records=raw.get("records"),
+            delimiter=str(raw.get("delimiter") or ","),
+            label=str(raw["path"]),
+        )
     if bool(raw.get("table")) == bool(raw.get("query")):
         raise ManifestError(f"{where}: a {kind} source needs exactly one of `table` or `query`")
     dump = {}
@@ -120,8 +130,16 @@ def _source(entity: str, raw, base: Path, where: str) -> SourceSpec:
                     raise ManifestError(f"{where}: dump file {path} does not exist")
                 dump[f"dump_{key}"] = path
     label = f"{'dump' if kind == 'supabase_dump' else 'postgres'}:{raw.get('table') or 'query'}"
-    return SourceSpec(entity, kind, table=raw.get("table"), query=raw.get("query"), rename=rename,
-                      tenants=tenants, label=label, **dump)
+    return SourceSpec(
+        entity,
+        kind,
+        table=raw.get("table"),
+        query=raw.get("query"),
+        rename=rename,
+        tenants=tenants,
+        label=label,
+        **dump,
+    )
 
 
 def _expand(text: str) -> str:
@@ -153,8 +171,9 @@ def load_manifest(path: Path | str) -> Manifest:
             raise ManifestError(f"{path}: unknown entity {entity!r} (known: {', '.join(ENTITIES)})")
         if not isinstance(sources, list) or not sources:
             raise ManifestError(f"{path}: entities.{entity} must be a non-empty list of sources")
-        entities[entity] = tuple(_source(entity, s, base, f"{path}: entities.{entity}[{i}]")
-                                 for i, s in enumerate(sources))
+        entities[entity] = tuple(
+            _source(entity, s, base, f"{path}: entities.{entity}[{i}]") for i, s in enumerate(sources)
+        )
     labels = {}
     for entity, spec in (data.get("tenant_labels") or {}).items():
         where = f"{path}: tenant_labels.{entity}"
@@ -185,8 +204,10 @@ def check_sources(manifest: Manifest, tenant_slugs: set[str]) -> None:
         for s in specs:
             for t in s.tenants:
                 if t not in tenant_slugs:
-                    raise ManifestError(f"{manifest.path}: source {s.label} names unknown tenant {t!r} "
-                                        f"(known: {', '.join(sorted(tenant_slugs))})")
+                    raise ManifestError(
+                        f"{manifest.path}: source {s.label} names unknown tenant {t!r} "
+                        f"(known: {', '.join(sorted(tenant_slugs))})"
+                    )
     import psycopg
 
     from core.connections import connect, mask_dsn
@@ -201,8 +222,9 @@ def check_sources(manifest: Manifest, tenant_slugs: set[str]) -> None:
                     conn.execute(f"EXPLAIN {s.sql}")
                 except psycopg.Error as exc:
                     msg = (exc.diag.message_primary or str(exc)).strip()
-                    raise ManifestError(f"{manifest.path}: entities.{s.entity} source {s.label} fails on "
-                                        f"{mask_dsn(dsn)}: {msg}") from None
+                    raise ManifestError(
+                        f"{manifest.path}: entities.{s.entity} source {s.label} fails on {mask_dsn(dsn)}: {msg}"
+                    ) from None
 
 
 def source_dsn_of(spec: SourceSpec, manifest: Manifest) -> str:

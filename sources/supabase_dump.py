@@ -23,10 +23,23 @@ from core.sql import split_statements
 # Supabase-only or contrib extensions the embedded server does not have. Nothing in a VITAL
 # dump depends on pg_net, pg_graphql, supabase_vault or pg_stat_statements; what it uses of
 # uuid-ossp and pgcrypto is provided by COMPAT below, over core functions.
-SKIPPED_EXTENSIONS = {"pg_net", "pg_graphql", "pg_stat_statements", "supabase_vault", "pgjwt", "pgsodium",
-                      "pg_cron", "wrappers", "hypopg", "index_advisor", "pgaudit"}
-PROVIDED_EXTENSIONS = {"pgcrypto": "digest(), gen_random_bytes(), gen_random_uuid() over core functions",
-                       "uuid-ossp": "uuid_generate_v4() over gen_random_uuid()"}
+SKIPPED_EXTENSIONS = {
+    "pg_net",
+    "pg_graphql",
+    "pg_stat_statements",
+    "supabase_vault",
+    "pgjwt",
+    "pgsodium",
+    "pg_cron",
+    "wrappers",
+    "hypopg",
+    "index_advisor",
+    "pgaudit",
+}
+PROVIDED_EXTENSIONS = {
+    "pgcrypto": "digest(), gen_random_bytes(), gen_random_uuid() over core functions",
+    "uuid-ossp": "uuid_generate_v4() over gen_random_uuid()",
+}
 _EXTENSION = re.compile(r'^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?"?([\w-]+)"?', re.I)
 
 COMPAT = """
@@ -81,23 +94,27 @@ class RestoreResult:
     database: str
     statements: int = 0
     applied: int = 0
-    skipped: list[str] = field(default_factory=list)                 # what and why
-    failed: list[dict] = field(default_factory=list)                 # file, line, statement, error
-    tables: dict[str, int] = field(default_factory=dict)             # public tables -> rows
+    skipped: list[str] = field(default_factory=list)  # what and why
+    failed: list[dict] = field(default_factory=list)  # file, line, statement, error
+    tables: dict[str, int] = field(default_factory=dict)  # public tables -> rows
 
     @property
     def complete(self) -> bool:
         return not self.failed
 
     def describe(self) -> str:
-        lines = [f"restored into database {self.database}: {self.applied} of {self.statements} statements applied, "
-                 f"{len(self.skipped)} skipped, {len(self.failed)} failed; the copy is "
-                 + ("COMPLETE" if self.complete else "INCOMPLETE: the failed statements are below")]
+        lines = [
+            f"restored into database {self.database}: {self.applied} of {self.statements} statements applied, "
+            f"{len(self.skipped)} skipped, {len(self.failed)} failed; the copy is "
+            + ("COMPLETE" if self.complete else "INCOMPLETE: the failed statements are below")
+        ]
         lines += [f"  skipped: {s}" for s in self.skipped]
         lines += [f"  FAILED {f['file']}:{f['line']}: {f['error']}\n      {f['statement'][:160]}" for f in self.failed]
         populated = {t: n for t, n in self.tables.items() if n}
-        lines.append(f"  {len(self.tables)} tables in public; with rows: "
-                     + ", ".join(f"{t} {n}" for t, n in sorted(populated.items())))
+        lines.append(
+            f"  {len(self.tables)} tables in public; with rows: "
+            + ", ".join(f"{t} {n}" for t, n in sorted(populated.items()))
+        )
         return "\n".join(lines)
 
 
@@ -116,18 +133,25 @@ def _statements(path: Path) -> list:
     except UnicodeDecodeError:
         raise RestoreError(f"{path}: not UTF-8; dump with --encoding=UTF8") from None
     if re.search(r"^COPY .* FROM stdin;", text, re.M):
-        raise RestoreError(f"{path}: has COPY ... FROM stdin blocks; dump the data with --inserts "
-                           "(supabase db dump --data-only uses INSERTs) so it can be restored statement by statement")
+        raise RestoreError(
+            f"{path}: has COPY ... FROM stdin blocks; dump the data with --inserts "
+            "(supabase db dump --data-only uses INSERTs) so it can be restored statement by statement"
+        )
     return split_statements(text)
 
 
 def restore(admin_dsn: str, database: str, schema: Path, data: Path | None = None) -> RestoreResult:
     """(Re)create `database` on the server of `admin_dsn` and restore the dump into it."""
     with connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(database)))
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(database))
+        )
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
-    dsn = re.sub(r"/[^/?]*(\?|$)", f"/{database}\\1", admin_dsn, count=1) if "://" in admin_dsn else \
-        f"{admin_dsn} dbname={database}"
+    dsn = (
+        re.sub(r"/[^/?]*(\?|$)", f"/{database}\\1", admin_dsn, count=1)
+        if "://" in admin_dsn
+        else f"{admin_dsn} dbname={database}"
+    )
     result = RestoreResult(database)
     files = [(schema, _statements(schema))] + ([(data, _statements(data))] if data else [])
     with connect(dsn, autocommit=True) as conn:
@@ -138,23 +162,35 @@ def restore(admin_dsn: str, database: str, schema: Path, data: Path | None = Non
                 m = _EXTENSION.match(stmt.text)
                 name = m.group(1).lower() if m else None
                 if name in SKIPPED_EXTENSIONS:
-                    result.skipped.append(f"{path.name}:{stmt.line}: CREATE EXTENSION {m.group(1)} "
-                                          "(Supabase-only; not available here)")
+                    result.skipped.append(
+                        f"{path.name}:{stmt.line}: CREATE EXTENSION {m.group(1)} (Supabase-only; not available here)"
+                    )
                     continue
                 if name in PROVIDED_EXTENSIONS:
-                    result.skipped.append(f"{path.name}:{stmt.line}: CREATE EXTENSION {m.group(1)} "
-                                          f"(compatibility layer: {PROVIDED_EXTENSIONS[name]})")
+                    result.skipped.append(
+                        f"{path.name}:{stmt.line}: CREATE EXTENSION {m.group(1)} "
+                        f"(compatibility layer: {PROVIDED_EXTENSIONS[name]})"
+                    )
                     continue
                 try:
                     conn.execute(stmt.text, prepare=False)
                     result.applied += 1
                 except psycopg.Error as exc:
-                    result.failed.append({"file": path.name, "line": stmt.line, "statement": stmt.text,
-                                          "error": (exc.diag.message_primary or str(exc)).strip()})
+                    result.failed.append(
+                        {
+                            "file": path.name,
+                            "line": stmt.line,
+                            "statement": stmt.text,
+                            "error": (exc.diag.message_primary or str(exc)).strip(),
+                        }
+                    )
         conn.execute("SET session_replication_role = DEFAULT")
-        for (table,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall():
+        for (table,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall():
             result.tables[table] = conn.execute(
-                psycopg.sql.SQL("SELECT count(*) FROM public.{}").format(psycopg.sql.Identifier(table))).fetchone()[0]
+                psycopg.sql.SQL("SELECT count(*) FROM public.{}").format(psycopg.sql.Identifier(table))
+            ).fetchone()[0]
     return result
 
 
@@ -175,8 +211,10 @@ def restored_copy(schema: Path, data: Path | None) -> tuple[str, RestoreResult |
             result = restore(admin, database, schema, data)
             with connect(embedded_uri(database), autocommit=True) as copy:
                 copy.execute("CREATE SCHEMA vital_restore")
-                copy.execute("CREATE TABLE vital_restore.info AS SELECT %s::text AS report, %s::boolean AS complete",
-                             (result.describe(), result.complete))
+                copy.execute(
+                    "CREATE TABLE vital_restore.info AS SELECT %s::text AS report, %s::boolean AS complete",
+                    (result.describe(), result.complete),
+                )
             return embedded_uri(database), result
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (database,))

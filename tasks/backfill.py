@@ -18,17 +18,28 @@ from tasks.embed import EmbedStats, ensure_cached, texts_and_hashes
 from tasks.load import table_spec
 
 
-def backfill_table(conn: psycopg.Connection, table: str, spec: ModelSpec, encode: Callable,
-                   tenant_id: str | None = None, batch_size: int = 1000,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+def backfill_table(
+    conn: psycopg.Connection,
+    table: str,
+    spec: ModelSpec,
+    encode: Callable,
+    tenant_id: str | None = None,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Returns {rows, stale, embedded, reused} for the table (one tenant, or all)."""
     columns = [c for c in table_spec(conn, table).types if c != "embedding"]
     select = sql.SQL("SELECT {}, embedding IS NULL AS no_vector FROM {} WHERE id > %s {} ORDER BY id LIMIT %s").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(table),
-        sql.SQL("AND tenant_id = %s") if tenant_id else sql.SQL(""))
-    total = conn.execute(sql.SQL("SELECT count(*) FROM {} {}").format(
-        sql.Identifier(table), sql.SQL("WHERE tenant_id = %s") if tenant_id else sql.SQL("")),
-        [tenant_id] if tenant_id else []).fetchone()[0]
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Identifier(table),
+        sql.SQL("AND tenant_id = %s") if tenant_id else sql.SQL(""),
+    )
+    total = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} {}").format(
+            sql.Identifier(table), sql.SQL("WHERE tenant_id = %s") if tenant_id else sql.SQL("")
+        ),
+        [tenant_id] if tenant_id else [],
+    ).fetchone()[0]
     stats, stale_count, last, seen = EmbedStats(), 0, "00000000-0000-0000-0000-000000000000", 0
     while True:
         params = [last, tenant_id, batch_size] if tenant_id else [last, batch_size]
@@ -38,19 +49,25 @@ def backfill_table(conn: psycopg.Connection, table: str, spec: ModelSpec, encode
             break
         last, seen = rows[-1]["id"], seen + len(rows)
         texts, hashes = texts_and_hashes(table, rows, spec.model_id)
-        stale = [(r["id"], t, h) for r, t, h in zip(rows, texts, hashes)
-                 if r["no_vector"] or r["embedding_model"] != spec.model_id or r["content_sha256"] != h]
+        stale = [
+            (r["id"], t, h)
+            for r, t, h in zip(rows, texts, hashes)
+            if r["no_vector"] or r["embedding_model"] != spec.model_id or r["content_sha256"] != h
+        ]
         if stale:
             stale_count += len(stale)
             stats.add(ensure_cached(conn, spec, [t for _, t, _ in stale], [h for _, _, h in stale], encode))
             with conn.transaction():
-                conn.execute(sql.SQL(
-                    """UPDATE {t} AS t SET embedding = c.embedding, embedding_model = %s,
+                conn.execute(
+                    sql.SQL(
+                        """UPDATE {t} AS t SET embedding = c.embedding, embedding_model = %s,
                            content_sha256 = s.h, updated_at = now()
                        FROM unnest(%s::uuid[], %s::text[]) AS s(id, h)
                        JOIN etl.embedding_cache c ON c.model = %s AND c.content_sha256 = s.h
-                       WHERE t.id = s.id""").format(t=sql.Identifier(table)),
-                    (spec.model_id, [i for i, _, _ in stale], [h for _, _, h in stale], spec.model_id))
+                       WHERE t.id = s.id"""
+                    ).format(t=sql.Identifier(table)),
+                    (spec.model_id, [i for i, _, _ in stale], [h for _, _, h in stale], spec.model_id),
+                )
         if progress:
             progress(seen, total)
     return {"rows": total, "stale": stale_count, "embedded": stats.embedded, "reused": stats.reused}
@@ -62,5 +79,12 @@ def backfill(table: str, tenant_id: str | None, batch_size: int) -> dict:
 
     logger = get_run_logger()
     with connect(target_dsn(), autocommit=True) as conn:
-        return backfill_table(conn, table, model_spec(), encode, tenant_id, batch_size,
-                              progress=lambda done, total: logger.info("%s: %d/%d rows checked", table, done, total))
+        return backfill_table(
+            conn,
+            table,
+            model_spec(),
+            encode,
+            tenant_id,
+            batch_size,
+            progress=lambda done, total: logger.info("%s: %d/%d rows checked", table, done, total),
+        )

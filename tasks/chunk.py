@@ -92,8 +92,16 @@ def chunk_documents(documents: list[dict], tenant_id: str) -> list[dict]:
     for doc in documents:
         for c in chunk_markdown(doc["content"]):
             key = f"{doc['legacy_key']}#{c.index}"
-            rows.append({"id": str(row_id(tenant_id, "knowledge_chunks", key)), "tenant_id": tenant_id,
-                         "legacy_key": key, "document_id": doc["id"], "chunk_index": c.index,
-                         "heading": c.heading or None, "content": c.content,
-                         "metadata": {"document": doc["legacy_key"], "chars": len(c.content)}})
+            rows.append(
+                {
+                    "id": str(row_id(tenant_id, "knowledge_chunks", key)),
+                    "tenant_id": tenant_id,
+                    "legacy_key": key,
+                    "document_id": doc["id"],
+                    "chunk_index": c.index,
+                    "heading": c.heading or None,
+                    "content": c.content,
+                    "metadata": {"document": doc["legacy_key"], "chars": len(c.content)},
+                }
+            )
     return rows

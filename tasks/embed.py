@@ -56,17 +56,24 @@ def _labelled(label: str, value) -> str | None:
 
 # entity -> row -> text. Rows are dicts of the target table's columns (metadata may be JSON text).
 TEMPLATES: dict[str, Callable[[dict], str]] = {
-    "agents": lambda r: _join(r.get("display_name") or r.get("name"), r.get("description"),
-                              _labelled("Functional area", r.get("functional_area")),
-                              _labelled("Capabilities", _meta(r).get("legacy_capabilities"))),
-    "personas": lambda r: _join(r.get("title") or r.get("name"), r.get("description"),
-                                _labelled("Department", r.get("department")),
-                                _labelled("Responsibilities", r.get("responsibilities"))),
+    "agents": lambda r: _join(
+        r.get("display_name") or r.get("name"),
+        r.get("description"),
+        _labelled("Functional area", r.get("functional_area")),
+        _labelled("Capabilities", _meta(r).get("legacy_capabilities")),
+    ),
+    "personas": lambda r: _join(
+        r.get("title") or r.get("name"),
+        r.get("description"),
+        _labelled("Department", r.get("department")),
+        _labelled("Responsibilities", r.get("responsibilities")),
+    ),
     "jobs_to_be_done": lambda r: _join(r.get("name"), r.get("statement")),
     "prompts": lambda r: _join(r.get("name"), r.get("description"), r.get("body")),
     "tools": lambda r: _join(r.get("name"), r.get("description"), _labelled("Tags", r.get("tags"))),
-    "capabilities": lambda r: _join(r.get("display_name") or r.get("name"), r.get("description"),
-                                    _labelled("Category", r.get("category"))),
+    "capabilities": lambda r: _join(
+        r.get("display_name") or r.get("name"), r.get("description"), _labelled("Category", r.get("category"))
+    ),
     "knowledge_chunks": lambda r: _join(r.get("heading"), r.get("content")),
 }
 
@@ -83,8 +90,8 @@ def texts_and_hashes(entity: str, rows: list[dict], model_id: str) -> tuple[list
 @dataclass
 class EmbedStats:
     rows: int = 0
-    embedded: int = 0   # texts encoded by the model in this call
-    reused: int = 0     # rows whose vector came from the cache
+    embedded: int = 0  # texts encoded by the model in this call
+    reused: int = 0  # rows whose vector came from the cache
 
     def add(self, other: EmbedStats) -> None:
         self.rows += other.rows
@@ -92,20 +99,30 @@ class EmbedStats:
         self.reused += other.reused
 
 
-def ensure_cached(conn: psycopg.Connection, spec: ModelSpec, texts: list[str], hashes: list[str],
-                  encode: Callable[[ModelSpec, list[str]], np.ndarray], batch_size: int = 256,
-                  progress: Callable[[int, int], None] | None = None) -> EmbedStats:
+def ensure_cached(
+    conn: psycopg.Connection,
+    spec: ModelSpec,
+    texts: list[str],
+    hashes: list[str],
+    encode: Callable[[ModelSpec, list[str]], np.ndarray],
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedStats:
     """Encode the texts whose (model, hash) is not in etl.embedding_cache, and store them.
 
     Identical texts are encoded once. Returns how many rows were encoded vs reused."""
     register_vector(conn)
     unique = dict(zip(hashes, texts))
-    cached = {r[0] for r in conn.execute(
-        "SELECT content_sha256 FROM etl.embedding_cache WHERE model = %s AND content_sha256 = ANY(%s)",
-        (spec.model_id, list(unique)))}
+    cached = {
+        r[0]
+        for r in conn.execute(
+            "SELECT content_sha256 FROM etl.embedding_cache WHERE model = %s AND content_sha256 = ANY(%s)",
+            (spec.model_id, list(unique)),
+        )
+    }
     missing = [h for h in unique if h not in cached]
     for start in range(0, len(missing), batch_size):
-        part = missing[start:start + batch_size]
+        part = missing[start : start + batch_size]
         vectors = encode(spec, [unique[h] for h in part])
         # via a staging table: a concurrent run (another tenant) may have cached the same text
         with conn.transaction(), conn.cursor() as cur:
@@ -118,8 +135,7 @@ def ensure_cached(conn: psycopg.Connection, spec: ModelSpec, texts: list[str], h
         if progress:
             progress(min(start + batch_size, len(missing)), len(missing))
     fresh = set(missing)
-    return EmbedStats(rows=len(hashes), embedded=len(missing),
-                      reused=sum(1 for h in hashes if h not in fresh))
+    return EmbedStats(rows=len(hashes), embedded=len(missing), reused=sum(1 for h in hashes if h not in fresh))
 
 
 @task(name="embed", task_run_name="embed-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -146,8 +162,10 @@ EMBED_CHUNK = 2000
 def embed_all(table: str, tenant: str, texts: list[str], hashes: list[str]) -> EmbedStats:
     """embed tasks over chunks of EMBED_CHUNK texts (parallel on a Dask cluster)."""
     total = EmbedStats()
-    futures = [embed.submit(table, tenant, texts[i:i + EMBED_CHUNK], hashes[i:i + EMBED_CHUNK])
-               for i in range(0, len(texts), EMBED_CHUNK)]
+    futures = [
+        embed.submit(table, tenant, texts[i : i + EMBED_CHUNK], hashes[i : i + EMBED_CHUNK])
+        for i in range(0, len(texts), EMBED_CHUNK)
+    ]
     for f in futures:
         total.add(f.result())
     return total

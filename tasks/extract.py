@@ -55,8 +55,9 @@ def read_batches(spec: SourceSpec, manifest: Manifest, batch_rows: int, detected
     tenants = json.dumps(list(spec.tenants)) if spec.tenants else None
     for frame in batches:
         rename = {old: new for old, new in spec.rename.items() if old in frame.columns}
-        yield frame.rename(rename).with_columns(pl.lit(spec.label).alias("_source"),
-                                                pl.lit(tenants, dtype=pl.Utf8).alias("_tenants"))
+        yield frame.rename(rename).with_columns(
+            pl.lit(spec.label).alias("_source"), pl.lit(tenants, dtype=pl.Utf8).alias("_tenants")
+        )
 
 
 def extract_entity(manifest: Manifest, entity: str, batch_rows: int = DEFAULT_BATCH_ROWS) -> Extracted:
@@ -75,8 +76,11 @@ def read_labels(spec: LabelSpec, manifest: Manifest) -> dict[str, list[str]]:
     for frame in read_batches(spec.source, manifest, DEFAULT_BATCH_ROWS, {}):
         for key, labels in frame.select(spec.key, spec.labels).iter_rows():
             if key:
-                out[key.strip()] = parse_list(labels) if labels and labels.strip()[:1] in "[{" else \
-                    [x.strip() for x in (labels or "").split(",") if x.strip()]
+                out[key.strip()] = (
+                    parse_list(labels)
+                    if labels and labels.strip()[:1] in "[{"
+                    else [x.strip() for x in (labels or "").split(",") if x.strip()]
+                )
     return out
 
 

@@ -46,12 +46,22 @@ def run_tenant_deployments(slugs: list[str], parameters: dict, timeout_s: float)
     s = settings()
     for field in ("source_dsn", "target_dsn"):
         if getattr(s, field) and not getattr(s, f"{field}_secret"):
-            logger.warning("%s is set for migrate-all but is not passed to the tenant runs (it would show in the "
-                           "UI); they use the worker's environment. Name a Secret block in %s_SECRET.",
-                           env_name(field), env_name(field))
-    runs = {slug: run_deployment(f"migrate-tenant/{slug}", parameters={**parameters, "tenant": slug},
-                                 timeout=0, as_subflow=True, job_variables={"env": env} if env else None)
-            for slug in slugs}
+            logger.warning(
+                "%s is set for migrate-all but is not passed to the tenant runs (it would show in the "
+                "UI); they use the worker's environment. Name a Secret block in %s_SECRET.",
+                env_name(field),
+                env_name(field),
+            )
+    runs = {
+        slug: run_deployment(
+            f"migrate-tenant/{slug}",
+            parameters={**parameters, "tenant": slug},
+            timeout=0,
+            as_subflow=True,
+            job_variables={"env": env} if env else None,
+        )
+        for slug in slugs
+    }
     states: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
@@ -61,7 +71,8 @@ def run_tenant_deployments(slugs: list[str], parameters: dict, timeout_s: float)
                 if state and state.is_final():
                     states[slug] = state.type.value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"migrate-all: tenants {sorted(set(runs) - set(states))} still running "
-                                   f"after {timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"migrate-all: tenants {sorted(set(runs) - set(states))} still running after {timeout_s:.0f} s"
+                )
             time.sleep(2)
     return states

@@ -49,10 +49,16 @@ def link_by_similarity(conn: psycopg.Connection, tenant_id: str, rules: dict[str
     for junction, rule in rules.items():
         j = junction_of(junction)
         src, src_col, dst, dst_col = j.a, j.a_col, j.b, j.b_col
-        names = dict(junction=sql.Identifier(junction), src_col=sql.Identifier(src_col),
-                     dst_col=sql.Identifier(dst_col), src=sql.Identifier(src), dst=sql.Identifier(dst))
+        names = dict(
+            junction=sql.Identifier(junction),
+            src_col=sql.Identifier(src_col),
+            dst_col=sql.Identifier(dst_col),
+            src=sql.Identifier(src),
+            dst=sql.Identifier(dst),
+        )
         with conn.transaction():
-            conn.execute(sql.SQL("""
+            conn.execute(
+                sql.SQL("""
                 CREATE TEMP TABLE wanted_links ON COMMIT DROP AS
                 SELECT s.id AS a, d.id AS b, least(1, greatest(0, d.similarity))::real AS score
                 FROM {src} s CROSS JOIN LATERAL (
@@ -60,20 +66,32 @@ def link_by_similarity(conn: psycopg.Connection, tenant_id: str, rules: dict[str
                     WHERE d.tenant_id = s.tenant_id AND d.embedding IS NOT NULL
                     ORDER BY d.embedding <=> s.embedding, d.id LIMIT %s) d
                 WHERE s.tenant_id = %s AND s.embedding IS NOT NULL AND d.similarity >= %s""").format(**names),
-                (rule.top_k, tenant_id, rule.min_similarity))
-            conn.execute(sql.SQL("""
+                (rule.top_k, tenant_id, rule.min_similarity),
+            )
+            conn.execute(
+                sql.SQL("""
                 DELETE FROM {junction} j WHERE j.tenant_id = %s AND j.mapping_source = 'ml_model'
-                AND NOT EXISTS (SELECT 1 FROM wanted_links w WHERE w.a = j.{src_col} AND w.b = j.{dst_col})""")
-                .format(**names), (tenant_id,))
-            conn.execute(sql.SQL("""
+                AND NOT EXISTS (SELECT 1 FROM wanted_links w WHERE w.a = j.{src_col} AND w.b = j.{dst_col})""").format(
+                    **names
+                ),
+                (tenant_id,),
+            )
+            conn.execute(
+                sql.SQL("""
                 INSERT INTO {junction} AS j (tenant_id, {src_col}, {dst_col}, mapping_source, relevance_score)
                 SELECT %s, a, b, 'ml_model', score FROM wanted_links
                 ON CONFLICT (tenant_id, {src_col}, {dst_col}) DO UPDATE SET relevance_score = EXCLUDED.relevance_score
-                WHERE j.mapping_source = 'ml_model' AND j.relevance_score IS DISTINCT FROM EXCLUDED.relevance_score""")
-                .format(**names), (tenant_id,))
-            made[junction] = conn.execute(sql.SQL(
-                "SELECT count(*) FROM {junction} WHERE tenant_id = %s AND mapping_source = 'ml_model'").format(**names),
-                (tenant_id,)).fetchone()[0]
+                WHERE j.mapping_source = 'ml_model' AND j.relevance_score IS DISTINCT FROM EXCLUDED.relevance_score""").format(
+                    **names
+                ),
+                (tenant_id,),
+            )
+            made[junction] = conn.execute(
+                sql.SQL("SELECT count(*) FROM {junction} WHERE tenant_id = %s AND mapping_source = 'ml_model'").format(
+                    **names
+                ),
+                (tenant_id,),
+            ).fetchone()[0]
     return made
 
 

@@ -53,17 +53,24 @@ def table_spec(conn: psycopg.Connection, table: str) -> TableSpec:
     rows = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
            WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
-        (table,)).fetchall()
+        (table,),
+    ).fetchall()
     key = conn.execute(
         """SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i
            CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-           WHERE i.indrelid = %s::regclass AND i.indisprimary""", (table,)).fetchone()[0]
+           WHERE i.indrelid = %s::regclass AND i.indisprimary""",
+        (table,),
+    ).fetchone()[0]
     types = dict(rows)
-    defaults = dict(conn.execute(
-        """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a
+    defaults = dict(
+        conn.execute(
+            """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a
            JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-           WHERE a.attrelid = %s::regclass AND a.attnotnull""", (table,)).fetchall())
+           WHERE a.attrelid = %s::regclass AND a.attnotnull""",
+            (table,),
+        ).fetchall()
+    )
     return TableSpec(table, types, tuple(key), "embedding" in types, defaults)
 
 
@@ -94,8 +101,8 @@ def to_text(value) -> str | None:
 @dataclass
 class LoadResult:
     table: str
-    loaded: int = 0          # rows inserted or updated, or already equal
-    written: int = 0         # rows actually inserted or changed
+    loaded: int = 0  # rows inserted or updated, or already equal
+    written: int = 0  # rows actually inserted or changed
     batches: int = 0
     retries: int = 0
     failed: list[tuple[dict, str]] = field(default_factory=list)  # (row, database error)
@@ -105,17 +112,21 @@ def _statements(spec: TableSpec, columns: list[str]) -> tuple[sql.Composed, sql.
     ident = sql.Identifier
     stage_cols = sql.SQL(", ").join(sql.SQL("{} text").format(ident(c)) for c in columns)
     create = sql.SQL("CREATE TEMP TABLE vital_stage ({}) ON COMMIT DROP").format(stage_cols)
-    copy = sql.SQL("COPY vital_stage ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.SQL(", ").join(map(ident, columns)))
+    copy = sql.SQL("COPY vital_stage ({}) FROM STDIN (FORMAT BINARY)").format(sql.SQL(", ").join(map(ident, columns)))
     targets = list(columns)
-    selects = [sql.SQL("coalesce(s.{}::{}, {})").format(ident(c), sql.SQL(spec.types[c]), sql.SQL(spec.defaults[c]))
-               if c in spec.defaults else sql.SQL("s.{}::{}").format(ident(c), sql.SQL(spec.types[c])) for c in columns]
+    selects = [
+        sql.SQL("coalesce(s.{}::{}, {})").format(ident(c), sql.SQL(spec.types[c]), sql.SQL(spec.defaults[c]))
+        if c in spec.defaults
+        else sql.SQL("s.{}::{}").format(ident(c), sql.SQL(spec.types[c]))
+        for c in columns
+    ]
     join = sql.SQL("")
     if spec.has_embedding and "content_sha256" in columns and "embedding_model" in columns:
         targets.append("embedding")
         selects.append(sql.SQL("c.embedding"))
-        join = sql.SQL(" LEFT JOIN etl.embedding_cache c ON c.model = s.embedding_model "
-                       "AND c.content_sha256 = s.content_sha256")
+        join = sql.SQL(
+            " LEFT JOIN etl.embedding_cache c ON c.model = s.embedding_model AND c.content_sha256 = s.content_sha256"
+        )
     update = [c for c in targets if c not in SKIP_UPDATE and c not in spec.key]
     if update:
         sets = [sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c)) for c in update]
@@ -124,17 +135,24 @@ def _statements(spec: TableSpec, columns: list[str]) -> tuple[sql.Composed, sql.
         on_conflict = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sets),
             sql.SQL(", ").join(sql.SQL("t.{}").format(ident(c)) for c in update),
-            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(ident(c)) for c in update))
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(ident(c)) for c in update),
+        )
     else:
         on_conflict = sql.SQL("DO NOTHING")
     insert = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM vital_stage s{} ON CONFLICT ({}) {}").format(
-        ident(spec.name), sql.SQL(", ").join(map(ident, targets)), sql.SQL(", ").join(selects), join,
-        sql.SQL(", ").join(map(ident, spec.key)), on_conflict)
+        ident(spec.name),
+        sql.SQL(", ").join(map(ident, targets)),
+        sql.SQL(", ").join(selects),
+        join,
+        sql.SQL(", ").join(map(ident, spec.key)),
+        on_conflict,
+    )
     return create, copy, insert
 
 
-def _write_batch(conn: psycopg.Connection, statements, columns: list[str], rows: list[dict],
-                 on_batch: Callable | None) -> int:
+def _write_batch(
+    conn: psycopg.Connection, statements, columns: list[str], rows: list[dict], on_batch: Callable | None
+) -> int:
     create, copy_sql, insert = statements
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(create)
@@ -148,8 +166,14 @@ def _write_batch(conn: psycopg.Connection, statements, columns: list[str], rows:
         return cur.rowcount
 
 
-def load_rows(dsn: str, table: str, rows: list[dict], batch_size: int = 1000,
-              on_batch: Callable[[psycopg.Connection], None] | None = None, attempts: int = 4) -> LoadResult:
+def load_rows(
+    dsn: str,
+    table: str,
+    rows: list[dict],
+    batch_size: int = 1000,
+    on_batch: Callable[[psycopg.Connection], None] | None = None,
+    attempts: int = 4,
+) -> LoadResult:
     """Upsert `rows` (dicts of column -> value; unknown keys ignored) into `table`."""
     result = LoadResult(table)
     if not rows:
@@ -166,14 +190,21 @@ def load_rows(dsn: str, table: str, rows: list[dict], batch_size: int = 1000,
     statements = _statements(spec, columns)
 
     def attempt(batch: list[dict]) -> int:
-        for tryno in Retrying(stop=stop_after_attempt(attempts), reraise=True,
-                              wait=wait_exponential_jitter(multiplier=0.2, max=5),
-                              retry=retry_if_exception(is_transient)):
+        for tryno in Retrying(
+            stop=stop_after_attempt(attempts),
+            reraise=True,
+            wait=wait_exponential_jitter(multiplier=0.2, max=5),
+            retry=retry_if_exception(is_transient),
+        ):
             with tryno:
                 if tryno.retry_state.attempt_number > 1:
                     result.retries += 1
-                    log.warning("%s: retrying a batch of %d rows after a transient error (attempt %d)",
-                                table, len(batch), tryno.retry_state.attempt_number)
+                    log.warning(
+                        "%s: retrying a batch of %d rows after a transient error (attempt %d)",
+                        table,
+                        len(batch),
+                        tryno.retry_state.attempt_number,
+                    )
                 return _write_batch(conn(), statements, columns, batch, on_batch)
         raise AssertionError("unreachable")
 
@@ -197,7 +228,7 @@ def load_rows(dsn: str, table: str, rows: list[dict], batch_size: int = 1000,
     try:
         for start in range(0, len(rows), batch_size):
             result.batches += 1
-            load(rows[start:start + batch_size])
+            load(rows[start : start + batch_size])
     except psycopg.OperationalError as exc:
         raise TransientError(f"{table}: the database connection failed {attempts} times: {exc}") from None
     finally:
@@ -218,8 +249,11 @@ def build_vector_indexes(dsn: str, tables: list[str]) -> list[str]:
             for table in tables:
                 name = f"{table}_embedding_hnsw"
                 if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
-                    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)")
-                                 .format(sql.Identifier(name), sql.Identifier(table)))
+                    conn.execute(
+                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                            sql.Identifier(name), sql.Identifier(table)
+                        )
+                    )
                     made.append(name)
                 conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         finally:
@@ -252,7 +286,7 @@ def load_table(table: str, rows: list[dict], tenant: str, batch_size: int) -> Lo
     total = LoadResult(table)
     if table in SELF_REFERENCES:
         rows = parents_first(rows, SELF_REFERENCES[table])
-    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
     if table in SELF_REFERENCES:
         results = [copy_batch(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
     else:

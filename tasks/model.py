@@ -28,8 +28,9 @@ def encode(spec: ModelSpec, texts: list[str], batch_size: int = 64) -> np.ndarra
     """L2-normalized float32 vectors, one per text (cosine distance = 1 - dot product)."""
     with _lock:
         model = _load(str(spec.path))
-    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                           show_progress_bar=False)
+    vectors = model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     if vectors.shape[1] != spec.dim:
         raise ValueError(f"model {spec.model_id} gave {vectors.shape[1]} dimensions, its config says {spec.dim}")
     return vectors.astype(np.float32, copy=False)

@@ -20,8 +20,9 @@ from tasks.runs import record_id_map, write_quarantine
 from tasks.sync import count_stale_rows, prune_derived_links, prune_stale_chunks
 
 
-def extract_and_normalize(manifest: Manifest, entities: list[str], rules: Rules, labels: dict,
-                          batch_size: int) -> tuple[dict[str, Normalized], dict[str, list[dict]]]:
+def extract_and_normalize(
+    manifest: Manifest, entities: list[str], rules: Rules, labels: dict, batch_size: int
+) -> tuple[dict[str, Normalized], dict[str, list[dict]]]:
     """Every wanted entity read from its sources and normalized; returns (normalized, what each
     reader detected per entity)."""
     logger = get_run_logger()
@@ -50,36 +51,63 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
             hashes = [r["content_sha256"] for r in table_rows] if texts else []
             stats = embed_all(table, tenant.slug, texts, hashes) if embed_now else EmbedStats()
             result = load_table(table, table_rows, tenant.slug, batch_size)
-            rejects = [(q["legacy_key"], q["reason"], q["payload"]) for q in s.quarantined.iter_rows(named=True)] \
-                if table == entity else []
-            rejects += [(row.get("legacy_key"), f"database refused the row: {reason}", row)
-                        for row, reason in result.failed]
+            rejects = (
+                [(q["legacy_key"], q["reason"], q["payload"]) for q in s.quarantined.iter_rows(named=True)]
+                if table == entity
+                else []
+            )
+            rejects += [
+                (row.get("legacy_key"), f"database refused the row: {reason}", row) for row, reason in result.failed
+            ]
             write_quarantine(run_id, tenant.slug, table, rejects)
-            refused += [{"entity": table, "source": row.get("_source"), "row": row.get("_row"),
-                         "legacy_key": row.get("legacy_key"), "reason": f"database refused the row: {reason}"}
-                        for row, reason in result.failed]
+            refused += [
+                {
+                    "entity": table,
+                    "source": row.get("_source"),
+                    "row": row.get("_row"),
+                    "legacy_key": row.get("legacy_key"),
+                    "reason": f"database refused the row: {reason}",
+                }
+                for row, reason in result.failed
+            ]
             failed_keys = {row.get("legacy_key") for row, _ in result.failed}
-            record_id_map(tenant.slug, table, [(r["legacy_key"], r["id"]) for r in table_rows
-                                               if r["legacy_key"] not in failed_keys])
+            record_id_map(
+                tenant.slug,
+                table,
+                [(r["legacy_key"], r["id"]) for r in table_rows if r["legacy_key"] not in failed_keys],
+            )
             read = s.read if table == entity else len(table_rows)
-            counts[table] = {"read": read, "created": s.created if table == entity else 0,
-                             "loaded": result.loaded, "quarantined": len(rejects),
-                             "skipped": s.skipped if table == entity else 0, "embedded": stats.embedded,
-                             "reused": stats.reused, "written": result.written, "retries": result.retries}
+            counts[table] = {
+                "read": read,
+                "created": s.created if table == entity else 0,
+                "loaded": result.loaded,
+                "quarantined": len(rejects),
+                "skipped": s.skipped if table == entity else 0,
+                "embedded": stats.embedded,
+                "reused": stats.reused,
+                "written": result.written,
+                "retries": result.retries,
+            }
         if derived:
             prune_stale_chunks(str(tenant.id), [r["id"] for r in rows], [r["id"] for r in derived["knowledge_chunks"]])
         if complete:
             stale = count_stale_rows(entity, tenant.slug, str(tenant.id), [r["id"] for r in rows])
             if stale:
-                findings.append(f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
-                                "sources; they were kept (undo-tenant, then migrate again, removes them)")
+                findings.append(
+                    f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
+                    "sources; they were kept (undo-tenant, then migrate again, removes them)"
+                )
     junctions = {}
     for junction, frame in part.junctions.items():
         rows = frame.to_dicts()
         result = load_table(junction, rows, tenant.slug, batch_size)
         if complete:
             prune_derived_links(junction, tenant.slug, str(tenant.id), rows)
-        write_quarantine(run_id, tenant.slug, junction, [(None, f"database refused the row: {reason}", row)
-                                                          for row, reason in result.failed])
+        write_quarantine(
+            run_id,
+            tenant.slug,
+            junction,
+            [(None, f"database refused the row: {reason}", row) for row, reason in result.failed],
+        )
         junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed)}
     return {"entities": counts, "junctions": junctions, "refused": refused, "findings": findings}

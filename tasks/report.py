@@ -27,8 +27,10 @@ def schema_report_markdown(summary: dict) -> str:
     lines += [f"- `{a['file']}` applied {a['applied_at']}" for a in schema["applied"]]
     lines += ["", "| table | rows | tenant-scoped | RLS | policies |", "|---|---:|:---:|:---:|---:|"]
     for t in schema["tables"]:
-        lines.append(f"| `{t['table']}` | {t['rows']} | {'yes' if t['tenant_scoped'] else ''} | "
-                     f"{'on' if t['rls'] else ''} | {t['policies']} |")
+        lines.append(
+            f"| `{t['table']}` | {t['rows']} | {'yes' if t['tenant_scoped'] else ''} | "
+            f"{'on' if t['rls'] else ''} | {t['policies']} |"
+        )
     lines += ["", "| enum | labels |", "|---|---|"]
     lines += [f"| `{name}` | {', '.join(labels)} |" for name, labels in schema["enums"].items()]
     if schema.get("vector_columns"):
@@ -51,36 +53,51 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
 def migration_report_markdown(summary: dict) -> str:
     """The migrate-tenant report: counts per entity, junctions, findings, quarantine reasons."""
     mode = "dry run: nothing was written" if summary["dry_run"] else "loaded"
-    lines = [f"# migrate-tenant `{summary['tenant']}` ({mode})", "",
-             "| entity | read | created | loaded | quarantined | skipped (other tenant) | embedded | reused |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# migrate-tenant `{summary['tenant']}` ({mode})",
+        "",
+        "| entity | read | created | loaded | quarantined | skipped (other tenant) | embedded | reused |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     totals = dict.fromkeys(("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
     from core.catalogue import CATALOGUE_TABLES
 
     # catalogue order (a summary read back from jsonb has its keys sorted otherwise)
     order = {e: i for i, e in enumerate(CATALOGUE_TABLES)}
     for entity, c in sorted(summary["entities"].items(), key=lambda kv: order.get(kv[0], len(order))):
-        lines.append(f"| {entity} | {c['read']} | {c.get('created', 0)} | {c['loaded']} | {c['quarantined']} | "
-                     f"{c['skipped']} | {c['embedded']} | {c['reused']} |")
+        lines.append(
+            f"| {entity} | {c['read']} | {c.get('created', 0)} | {c['loaded']} | {c['quarantined']} | "
+            f"{c['skipped']} | {c['embedded']} | {c['reused']} |"
+        )
         for k in totals:
             totals[k] += c.get(k, 0)
     lines.append("| **total** | " + " | ".join(f"**{totals[k]}**" for k in totals) + " |")
-    lines += ["", "Every source row is accounted for: read + created = loaded + quarantined + skipped"
-              + (" holds for every entity." if summary["reconciled"] else " does NOT hold; see findings.")]
+    lines += [
+        "",
+        "Every source row is accounted for: read + created = loaded + quarantined + skipped"
+        + (" holds for every entity." if summary["reconciled"] else " does NOT hold; see findings."),
+    ]
     if summary["junctions"]:
         lines += ["", "| junction | rows | references | unresolved |", "|---|---:|---:|---:|"]
-        lines += [f"| {j} | {c['rows']} | {c['references']} | {c['unresolved']} |"
-                  for j, c in summary["junctions"].items()]
+        lines += [
+            f"| {j} | {c['rows']} | {c['references']} | {c['unresolved']} |" for j, c in summary["junctions"].items()
+        ]
     if summary["findings"]:
         lines += ["", "## Data-quality findings", ""] + [f"- {f}" for f in summary["findings"]]
     if summary.get("similarity_links"):
-        lines += ["", "Links by embedding similarity (mapping_source ml_model): "
-                  + ", ".join(f"{j} {n}" for j, n in summary["similarity_links"].items())]
+        lines += [
+            "",
+            "Links by embedding similarity (mapping_source ml_model): "
+            + ", ".join(f"{j} {n}" for j, n in summary["similarity_links"].items()),
+        ]
     if summary.get("verify"):
         v = summary["verify"]
         lines += ["", f"## verify-tenant: {'passed' if v['passed'] else 'FAILED'}", ""]
-        lines += [f"- {'ok' if c['passed'] else 'FAILED'}: {c['check']} ({c['detail']})" for c in v["checks"]
-                  if not c["passed"] or not c["check"].startswith(("reconciled: ", "rows in target: "))]
+        lines += [
+            f"- {'ok' if c['passed'] else 'FAILED'}: {c['check']} ({c['detail']})"
+            for c in v["checks"]
+            if not c["passed"] or not c["check"].startswith(("reconciled: ", "rows in target: "))
+        ]
     if summary["quarantine"]:
         reasons: dict[str, int] = {}
         for q in summary["quarantine"]:
@@ -100,8 +117,12 @@ def publish_table(key: str, rows: list[dict], description: str) -> None:
 
 
 def verify_report_markdown(summary: dict) -> str:
-    lines = [f"# verify-tenant `{summary['tenant']}`: {'passed' if summary['passed'] else 'FAILED'}", "",
-             "| check | result | detail |", "|---|---|---|"]
+    lines = [
+        f"# verify-tenant `{summary['tenant']}`: {'passed' if summary['passed'] else 'FAILED'}",
+        "",
+        "| check | result | detail |",
+        "|---|---|---|",
+    ]
     lines += [f"| {c['check']} | {'ok' if c['passed'] else '**FAILED**'} | {c['detail']} |" for c in summary["checks"]]
     return "\n".join(lines) + "\n"
 

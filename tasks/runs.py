@@ -17,27 +17,44 @@ from tasks.load import to_text
 
 def start_run(conn: psycopg.Connection, flow: str, tenant: str | None, parameters: dict) -> str:
     run_id = str(uuid.uuid4())
-    conn.execute("INSERT INTO etl.runs (id, flow, tenant_slug, parameters) VALUES (%s, %s, %s, %s)",
-                 (run_id, flow, tenant, json.dumps(parameters, default=str)))
+    conn.execute(
+        "INSERT INTO etl.runs (id, flow, tenant_slug, parameters) VALUES (%s, %s, %s, %s)",
+        (run_id, flow, tenant, json.dumps(parameters, default=str)),
+    )
     return run_id
 
 
 def finish_run(conn: psycopg.Connection, run_id: str, counts: dict, status: str, error: str | None = None) -> None:
-    conn.execute("UPDATE etl.runs SET counts = %s, status = %s, error = %s, finished_at = now() WHERE id = %s",
-                 (json.dumps(counts, default=str), status, error, run_id))
+    conn.execute(
+        "UPDATE etl.runs SET counts = %s, status = %s, error = %s, finished_at = now() WHERE id = %s",
+        (json.dumps(counts, default=str), status, error, run_id),
+    )
 
 
-def quarantine(conn: psycopg.Connection, run_id: str, tenant: str, entity: str,
-               rows: list[tuple[str | None, str, dict | str]]) -> int:
+def quarantine(
+    conn: psycopg.Connection, run_id: str, tenant: str, entity: str, rows: list[tuple[str | None, str, dict | str]]
+) -> int:
     """rows: (legacy key, reason, payload) -> etl.quarantine."""
     if not rows:
         return 0
-    with conn.transaction(), conn.cursor() as cur, cur.copy(
-            "COPY etl.quarantine (run_id, tenant_slug, entity, legacy_key, reason, payload) FROM STDIN") as copy:
+    with (
+        conn.transaction(),
+        conn.cursor() as cur,
+        cur.copy("COPY etl.quarantine (run_id, tenant_slug, entity, legacy_key, reason, payload) FROM STDIN") as copy,
+    ):
         for key, reason, payload in rows:
-            text = payload if isinstance(payload, str) else json.dumps(
-                {k: to_text(v) if not isinstance(v, (int, float, bool, type(None))) else v
-                 for k, v in payload.items()}, ensure_ascii=False, default=str)
+            text = (
+                payload
+                if isinstance(payload, str)
+                else json.dumps(
+                    {
+                        k: to_text(v) if not isinstance(v, (int, float, bool, type(None))) else v
+                        for k, v in payload.items()
+                    },
+                    ensure_ascii=False,
+                    default=str,
+                )
+            )
             copy.write_row([run_id, tenant, entity, key, reason, text])
     return len(rows)
 
@@ -46,11 +63,18 @@ def last_run(conn: psycopg.Connection, flow: str, tenant: str) -> dict | None:
     row = conn.execute(
         """SELECT id, status, counts, started_at, finished_at FROM etl.runs
            WHERE flow = %s AND tenant_slug = %s AND status = 'completed'
-           ORDER BY finished_at DESC LIMIT 1""", (flow, tenant)).fetchone()
+           ORDER BY finished_at DESC LIMIT 1""",
+        (flow, tenant),
+    ).fetchone()
     if row is None:
         return None
-    return {"id": str(row[0]), "status": row[1], "counts": row[2], "started_at": str(row[3]),
-            "finished_at": str(row[4])}
+    return {
+        "id": str(row[0]),
+        "status": row[1],
+        "counts": row[2],
+        "started_at": str(row[3]),
+        "finished_at": str(row[4]),
+    }
 
 
 def record_ids(conn: psycopg.Connection, tenant: str, entity: str, pairs: list[tuple[str, str]]) -> None:
@@ -60,7 +84,9 @@ def record_ids(conn: psycopg.Connection, tenant: str, entity: str, pairs: list[t
     conn.execute(
         """INSERT INTO etl.id_map (tenant_slug, entity, legacy_key, id)
            SELECT %s, %s, k, i FROM unnest(%s::text[], %s::uuid[]) AS x(k, i)
-           ON CONFLICT DO NOTHING""", (tenant, entity, [k for k, _ in pairs], [i for _, i in pairs]))
+           ON CONFLICT DO NOTHING""",
+        (tenant, entity, [k for k, _ in pairs], [i for _, i in pairs]),
+    )
 
 
 @task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -111,6 +137,12 @@ def run_parameters(tenant: str, manifest, entities: list[str], batch_size: int, 
     from core.settings import model_spec
 
     ctx = FlowRunContext.get()
-    return {"tenant": tenant, "manifest": str(manifest.path), "entities": entities, "batch_size": batch_size,
-            "embed": embed, "model": model_spec().model_id,
-            "flow_run": str(ctx.flow_run.id) if ctx and ctx.flow_run else None}
+    return {
+        "tenant": tenant,
+        "manifest": str(manifest.path),
+        "entities": entities,
+        "batch_size": batch_size,
+        "embed": embed,
+        "model": model_spec().model_id,
+        "flow_run": str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
+    }

@@ -10,24 +10,41 @@ from tasks.normalize.resolve import TenantSlice
 QUARANTINE_SAMPLE = 200
 
 
-def tenant_summary(part: TenantSlice, normalized: dict[str, Normalized], sources: dict[str, list[dict]],
-                   *, dry_run: bool) -> dict:
+def tenant_summary(
+    part: TenantSlice, normalized: dict[str, Normalized], sources: dict[str, list[dict]], *, dry_run: bool
+) -> dict:
     entities = {}
     for entity, s in part.entities.items():
-        entities[entity] = {"read": s.read, "created": s.created, "loaded": s.loaded,
-                            "quarantined": s.quarantined.height, "skipped": s.skipped, "embedded": 0, "reused": 0}
+        entities[entity] = {
+            "read": s.read,
+            "created": s.created,
+            "loaded": s.loaded,
+            "quarantined": s.quarantined.height,
+            "skipped": s.skipped,
+            "embedded": 0,
+            "reused": 0,
+        }
     quarantine = []
     for entity, s in part.entities.items():
         for row in s.quarantined.head(QUARANTINE_SAMPLE).iter_rows(named=True):
-            quarantine.append({"entity": entity, "source": row["_source"], "row": row["_row"],
-                               "legacy_key": row["legacy_key"], "reason": row["reason"]})
+            quarantine.append(
+                {
+                    "entity": entity,
+                    "source": row["_source"],
+                    "row": row["_row"],
+                    "legacy_key": row["legacy_key"],
+                    "reason": row["reason"],
+                }
+            )
     findings = [f for n in normalized.values() for f in n.findings] + part.findings
     return {
         "tenant": part.tenant.slug,
         "dry_run": dry_run,
         "entities": entities,
-        "junctions": {j: {"rows": r["rows"], "references": r["references"], "unresolved": r["unresolved"]}
-                      for j, r in part.link_report.items()},
+        "junctions": {
+            j: {"rows": r["rows"], "references": r["references"], "unresolved": r["unresolved"]}
+            for j, r in part.link_report.items()
+        },
         "findings": findings,
         "quarantine": quarantine[:QUARANTINE_SAMPLE],
         "sources": sources,
@@ -60,12 +77,19 @@ def sum_summaries(summaries: dict[str, dict]) -> dict:
             for k, v in c.items():
                 if isinstance(v, int):
                     acc[k] = acc.get(k, 0) + v
-    return {"tenant": ", ".join(summaries), "dry_run": all(s.get("dry_run") for s in summaries.values()),
-            "entities": entities, "junctions": {j: {"rows": c.get("rows", 0), "references": c.get("references", 0),
-                                                    "unresolved": c.get("unresolved", 0)} for j, c in junctions.items()},
-            "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
-            "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],
-            "reconciled": all(s.get("reconciled") for s in summaries.values()), "tenants": summaries}
+    return {
+        "tenant": ", ".join(summaries),
+        "dry_run": all(s.get("dry_run") for s in summaries.values()),
+        "entities": entities,
+        "junctions": {
+            j: {"rows": c.get("rows", 0), "references": c.get("references", 0), "unresolved": c.get("unresolved", 0)}
+            for j, c in junctions.items()
+        },
+        "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
+        "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],
+        "reconciled": all(s.get("reconciled") for s in summaries.values()),
+        "tenants": summaries,
+    }
 
 
 COUNTS = ("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused")

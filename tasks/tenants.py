@@ -35,9 +35,16 @@ def upsert_tenants(conn: psycopg.Connection, rules: TenantRules) -> dict[str, st
                    EXCLUDED.metadata)
             RETURNING (xmax = 0) AS inserted
             """,
-            {"id": t.id, "slug": t.slug, "name": t.name, "tier": t.tier, "status": t.status,
-             "features": json.dumps(t.features), "legacy_ids": list(t.legacy_ids),
-             "metadata": json.dumps({"labels": list(t.labels)})},
+            {
+                "id": t.id,
+                "slug": t.slug,
+                "name": t.name,
+                "tier": t.tier,
+                "status": t.status,
+                "features": json.dumps(t.features),
+                "legacy_ids": list(t.legacy_ids),
+                "metadata": json.dumps({"labels": list(t.labels)}),
+            },
         ).fetchone()
         result[t.slug] = "unchanged" if row is None else ("inserted" if row[0] else "updated")
     return result

@@ -17,8 +17,10 @@ from core.tenants import load_tenants
 
 def check_confirmation(tenant: str, confirm: str | None) -> None:
     if confirm != tenant:
-        raise ConfigError(f"undo-tenant removes every row migrate-tenant loaded for {tenant!r}; "
-                          f"to confirm, pass confirm={tenant!r} (got {confirm!r}). Nothing was removed.")
+        raise ConfigError(
+            f"undo-tenant removes every row migrate-tenant loaded for {tenant!r}; "
+            f"to confirm, pass confirm={tenant!r} (got {confirm!r}). Nothing was removed."
+        )
 
 
 def undo_tenant(conn: psycopg.Connection, tenant: str, tenant_id: str) -> dict[str, int]:
@@ -26,11 +28,13 @@ def undo_tenant(conn: psycopg.Connection, tenant: str, tenant_id: str) -> dict[s
     removed = {}
     with conn.transaction():
         for table in [*(j.name for j in JUNCTIONS), *reversed(CATALOGUE_TABLES)]:
-            removed[table] = conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(
-                sql.Identifier(table)), (tenant_id,)).rowcount
+            removed[table] = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)), (tenant_id,)
+            ).rowcount
         for table in ("quarantine", "id_map", "runs"):
-            removed[f"etl.{table}"] = conn.execute(sql.SQL("DELETE FROM etl.{} WHERE tenant_slug = %s").format(
-                sql.Identifier(table)), (tenant,)).rowcount
+            removed[f"etl.{table}"] = conn.execute(
+                sql.SQL("DELETE FROM etl.{} WHERE tenant_slug = %s").format(sql.Identifier(table)), (tenant,)
+            ).rowcount
     return removed
 
 

@@ -21,8 +21,9 @@ VERIFY_ROLE = "vital_etl_verifier"
 
 
 def _count(conn, table: str, tenant_id: str, where: str = "TRUE") -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND " + where)
-                        .format(sql.Identifier(table)), (tenant_id,)).fetchone()[0]
+    return conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND " + where).format(sql.Identifier(table)), (tenant_id,)
+    ).fetchone()[0]
 
 
 def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id: str) -> dict:
@@ -36,12 +37,19 @@ def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id:
     if run is None:
         check("reconciled", False, "no completed migrate-tenant run for this tenant")
     for entity, c in entities.items():
-        check(f"reconciled: {entity}", reconciles(c), f"read {c['read']} + created {c.get('created', 0)} = loaded "
-              f"{c['loaded']} + quarantined {c['quarantined']} + skipped {c['skipped']}")
+        check(
+            f"reconciled: {entity}",
+            reconciles(c),
+            f"read {c['read']} + created {c.get('created', 0)} = loaded "
+            f"{c['loaded']} + quarantined {c['quarantined']} + skipped {c['skipped']}",
+        )
         if entity in CATALOGUE_TABLES:
             rows = _count(conn, entity, tenant_id)
-            check(f"rows in target: {entity}", rows >= c["loaded"],
-                  f"{rows} rows in {entity}, the last run loaded {c['loaded']}")
+            check(
+                f"rows in target: {entity}",
+                rows >= c["loaded"],
+                f"{rows} rows in {entity}, the last run loaded {c['loaded']}",
+            )
     for table in ("jobs_to_be_done", "agents"):
         nulls = _count(conn, table, tenant_id, "functional_area IS NULL")
         check(f"functional_area set: {table}", nulls == 0, f"{nulls} rows without a functional area")
@@ -49,42 +57,65 @@ def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id:
     for j in JUNCTIONS:
         junction, a_entity, b_entity, a_col, b_col = j.name, j.a, j.b, j.a_col, j.b_col
         total = _count(conn, junction, tenant_id)
-        orphans = conn.execute(sql.SQL(
-            """SELECT count(*) FROM {j} x WHERE x.tenant_id = %s AND (
+        orphans = conn.execute(
+            sql.SQL(
+                """SELECT count(*) FROM {j} x WHERE x.tenant_id = %s AND (
                  NOT EXISTS (SELECT 1 FROM {a} WHERE id = x.{ac} AND tenant_id = x.tenant_id) OR
-                 NOT EXISTS (SELECT 1 FROM {b} WHERE id = x.{bc} AND tenant_id = x.tenant_id))""").format(
-            j=sql.Identifier(junction), a=sql.Identifier(a_entity), b=sql.Identifier(b_entity),
-            ac=sql.Identifier(a_col), bc=sql.Identifier(b_col)), (tenant_id,)).fetchone()[0]
+                 NOT EXISTS (SELECT 1 FROM {b} WHERE id = x.{bc} AND tenant_id = x.tenant_id))"""
+            ).format(
+                j=sql.Identifier(junction),
+                a=sql.Identifier(a_entity),
+                b=sql.Identifier(b_entity),
+                ac=sql.Identifier(a_col),
+                bc=sql.Identifier(b_col),
+            ),
+            (tenant_id,),
+        ).fetchone()[0]
         junctions[junction] = total
         if total:
             check(f"junction resolves: {junction}", orphans == 0, f"{orphans} of {total} rows point nowhere")
     coverage = {}
     for table in SEARCHABLE:
         total = _count(conn, table, tenant_id)
-        current = conn.execute(sql.SQL(
-            "SELECT count(*) FROM {} WHERE tenant_id = %s AND embedding IS NOT NULL AND embedding_model = %s")
-            .format(sql.Identifier(table)), (tenant_id, model_id)).fetchone()[0]
+        current = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {} WHERE tenant_id = %s AND embedding IS NOT NULL AND embedding_model = %s"
+            ).format(sql.Identifier(table)),
+            (tenant_id, model_id),
+        ).fetchone()[0]
         coverage[table] = {"rows": total, "embedded": current}
-        check(f"embedding coverage: {table}", current == total,
-              f"{current} of {total} rows embedded with {model_id}")
+        check(f"embedding coverage: {table}", current == total, f"{current} of {total} rows embedded with {model_id}")
     check(*_rls_check(conn, tenant_id))
-    return {"tenant": tenant_slug, "passed": all(c["passed"] for c in checks), "checks": checks,
-            "entities": entities, "junctions": junctions, "embedding_coverage": coverage,
-            "last_run": run and {k: run[k] for k in ("id", "finished_at")}}
+    return {
+        "tenant": tenant_slug,
+        "passed": all(c["passed"] for c in checks),
+        "checks": checks,
+        "entities": entities,
+        "junctions": junctions,
+        "embedding_coverage": coverage,
+        "last_run": run and {k: run[k] for k in ("id", "finished_at")},
+    }
 
 
 def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str]:
     """As a NOLOGIN role that does not own the tables: with app.tenant_id set, only this
     tenant's rows are visible in every tenant-scoped table; with none set, no rows."""
-    tables = [r[0] for r in conn.execute(
-        """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
-           WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' ORDER BY 1""")]
+    tables = [
+        r[0]
+        for r in conn.execute(
+            """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+           WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' ORDER BY 1"""
+        )
+    ]
     try:
         with conn.transaction():
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (VERIFY_ROLE,)).fetchone():
                 conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(VERIFY_ROLE)))
-            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                sql.Identifier(conn.execute("SELECT current_schema()").fetchone()[0]), sql.Identifier(VERIFY_ROLE)))
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                    sql.Identifier(conn.execute("SELECT current_schema()").fetchone()[0]), sql.Identifier(VERIFY_ROLE)
+                )
+            )
             for t in tables:
                 conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(t), sql.Identifier(VERIFY_ROLE)))
     except psycopg.Error as exc:
@@ -99,9 +130,12 @@ def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
         seen = {}
         for t in tables:
-            other, mine = conn.execute(sql.SQL(
-                "SELECT count(*) FILTER (WHERE tenant_id <> %s), count(*) FILTER (WHERE tenant_id = %s) FROM {}")
-                .format(sql.Identifier(t)), (tenant_id, tenant_id)).fetchone()
+            other, mine = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FILTER (WHERE tenant_id <> %s), count(*) FILTER (WHERE tenant_id = %s) FROM {}"
+                ).format(sql.Identifier(t)),
+                (tenant_id, tenant_id),
+            ).fetchone()
             seen[t] = mine
             if other:
                 problems.append(f"{t}: {other} rows of other tenants visible")
@@ -109,8 +143,11 @@ def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str
         owner_sees = _count(conn, t, tenant_id)
         if owner_sees != seen[t]:
             problems.append(f"{t}: the role sees {seen[t]} of the tenant's {owner_sees} rows")
-    return ("row level security", not problems,
-            "; ".join(problems) if problems else f"{len(tables)} tables isolated for {VERIFY_ROLE}")
+    return (
+        "row level security",
+        not problems,
+        "; ".join(problems) if problems else f"{len(tables)} tables isolated for {VERIFY_ROLE}",
+    )
 
 
 @task(name="verify", task_run_name="verify-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -12,20 +12,27 @@ LABELS = RULES.enum("functional_area").labels
 
 
 def test_keywords_never_match_inside_a_word():
-    rules = AreaRules(fields={}, default="Operations", areas=(
-        ("IT/Digital", (Keyword.compile("it"),)),
-        ("Legal", (Keyword.compile("word"),)),
-        ("HR", (Keyword.compile("rough"),)),
-    ))
+    rules = AreaRules(
+        fields={},
+        default="Operations",
+        areas=(
+            ("IT/Digital", (Keyword.compile("it"),)),
+            ("Legal", (Keyword.compile("word"),)),
+            ("HR", (Keyword.compile("rough"),)),
+        ),
+    )
     area, rule = infer_area({"statement": "working with words through the night"}, ("statement",), rules)
     assert (area, rule) == ("Operations", "default")
     assert infer_area({"statement": "fix it"}, ("statement",), rules) == ("IT/Digital", "statement: 'it'")
 
 
-@pytest.mark.parametrize("statement", [
-    "When I work with partners through the year, I need words that fit, so I can edit with wit",
-    "When writing with it in mind",  # the pronoun "it" is not IT
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "When I work with partners through the year, I need words that fit, so I can edit with wit",
+        "When writing with it in mind",  # the pronoun "it" is not IT
+    ],
+)
 def test_bundled_rules_do_not_read_it_or_with_as_it_digital(statement):
     area, rule = infer_area({"statement": statement}, ("statement",), RULES.areas)
     assert area != "IT/Digital", rule

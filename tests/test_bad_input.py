@@ -14,17 +14,28 @@ from tasks.normalize.base import normalize_frame
 from tasks.normalize.rules import load_rules
 
 RULES = load_rules()
-AGENT = {"id": "ed83433a-c04d-4789-9fde-5bf4310a8f73", "name": "anticoagulation_specialist",
-         "display_name": "Anticoagulation Specialist", "business_function": "Clinical Development",
-         "status": "inactive", "temperature": "0.70", "max_tokens": "4000", "tier": "2",
-         "capabilities": "{medication_information,dosing_calculation}", "is_custom": "f"}
+AGENT = {
+    "id": "ed83433a-c04d-4789-9fde-5bf4310a8f73",
+    "name": "anticoagulation_specialist",
+    "display_name": "Anticoagulation Specialist",
+    "business_function": "Clinical Development",
+    "status": "inactive",
+    "temperature": "0.70",
+    "max_tokens": "4000",
+    "tier": "2",
+    "capabilities": "{medication_information,dosing_calculation}",
+    "is_custom": "f",
+}
 
 
 def raw(records: list[dict]) -> pl.DataFrame:
     cols = list({k: None for r in records for k in r})
     frame = pl.DataFrame({c: [r.get(c) for r in records] for c in cols}, schema={c: pl.Utf8 for c in cols})
-    return frame.with_columns(pl.lit("test.json").alias("_source"), pl.Series("_row", range(1, len(records) + 1)),
-                              pl.lit(None, dtype=pl.Utf8).alias("_tenants"))
+    return frame.with_columns(
+        pl.lit("test.json").alias("_source"),
+        pl.Series("_row", range(1, len(records) + 1)),
+        pl.lit(None, dtype=pl.Utf8).alias("_tenants"),
+    )
 
 
 def normalize(entity: str, records: list[dict]):
@@ -34,8 +45,10 @@ def normalize(entity: str, records: list[dict]):
 
 
 def only_reason(entity, bad: dict) -> str:
-    n = normalize(entity, [AGENT | {"id": "11111111-0000-0000-0000-000000000001", "name": "good"}, bad]
-                  if entity == "agents" else [bad])
+    n = normalize(
+        entity,
+        [AGENT | {"id": "11111111-0000-0000-0000-000000000001", "name": "good"}, bad] if entity == "agents" else [bad],
+    )
     assert n.rejects.height == 1
     return n.rejects["reason"][0]
 
@@ -43,8 +56,13 @@ def only_reason(entity, bad: dict) -> str:
 def test_a_good_agent_is_shaped():
     n = normalize("agents", [AGENT])
     row = n.rows.row(0, named=True)
-    assert (row["functional_area"], row["status"], row["temperature"], row["max_tokens"], row["is_custom"]) == \
-        ("Clinical", "archived", 0.7, 4000, False)
+    assert (row["functional_area"], row["status"], row["temperature"], row["max_tokens"], row["is_custom"]) == (
+        "Clinical",
+        "archived",
+        0.7,
+        4000,
+        False,
+    )
     meta = json.loads(row["metadata"])
     assert meta["legacy_status"] == "inactive" and meta["legacy_business_function"] == "Clinical Development"
     assert n.links["agent_capabilities"]["b_ref"].to_list() == ["medication_information", "dosing_calculation"]
@@ -52,14 +70,17 @@ def test_a_good_agent_is_shaped():
 
 def test_malformed_array_literal_is_quarantined():
     reason = only_reason("agents", AGENT | {"capabilities": "{medication_information,dosing"})
-    assert reason == ("capabilities: malformed array literal '{medication_information,dosing': "
-                      "must start with '{' and end with '}'")
+    assert reason == (
+        "capabilities: malformed array literal '{medication_information,dosing': must start with '{' and end with '}'"
+    )
 
 
 def test_unknown_enum_value_without_a_rule_is_quarantined_and_named():
     reason = only_reason("agents", AGENT | {"status": "zombie"})
-    assert reason == ("rules/enums.yaml: agent_status 'zombie' has no mapping; add it under agent_status.synonyms "
-                      "(known: development, testing, active, maintenance, deprecated, archived)")
+    assert reason == (
+        "rules/enums.yaml: agent_status 'zombie' has no mapping; add it under agent_status.synonyms "
+        "(known: development, testing, active, maintenance, deprecated, archived)"
+    )
 
 
 def test_unknown_business_function_is_quarantined_not_nulled():
@@ -68,8 +89,14 @@ def test_unknown_business_function_is_quarantined_not_nulled():
 
 
 def test_invalid_uuid_in_an_array_is_quarantined():
-    reason = only_reason("capabilities", {"capability_name": "x", "capability_slug": "x",
-                                          "depends_on": "{9b2f0e6a-0000-0000-0000-000000000001,not-a-uuid}"})
+    reason = only_reason(
+        "capabilities",
+        {
+            "capability_name": "x",
+            "capability_slug": "x",
+            "depends_on": "{9b2f0e6a-0000-0000-0000-000000000001,not-a-uuid}",
+        },
+    )
     assert reason == "depends_on: invalid UUID 'not-a-uuid' in array"
 
 
@@ -88,8 +115,10 @@ def test_missing_required_field_is_quarantined():
 
 def test_wrong_type_is_quarantined():
     assert only_reason("agents", AGENT | {"temperature": "hot"}) == "temperature: not a number: 'hot'"
-    assert only_reason("jobs_to_be_done", {"code": "J1", "name": "x", "validation_score": "1.7"}) == \
-        "validation_score: 1.7 is outside 0..1"
+    assert (
+        only_reason("jobs_to_be_done", {"code": "J1", "name": "x", "validation_score": "1.7"})
+        == "validation_score: 1.7 is outside 0..1"
+    )
 
 
 def test_empty_file_is_a_clear_error(tmp_path):
@@ -110,7 +139,8 @@ def test_malformed_jsonl_line_is_quarantined(tmp_path):
     path = tmp_path / "tools.jsonl"
     path.write_text('{"name": "R", "slug": "r"}\n{"name": oops}\n[1]\n')
     frame = pl.concat(list(read_jsonl(path, 100))).with_columns(
-        pl.lit("tools.jsonl").alias("_source"), pl.lit(None, dtype=pl.Utf8).alias("_tenants"))
+        pl.lit("tools.jsonl").alias("_source"), pl.lit(None, dtype=pl.Utf8).alias("_tenants")
+    )
     n = normalize_frame("tools", frame, RULES, SHAPES["tools"])
     assert n.rows.height == 1
     assert n.rejects["reason"].to_list() == ["line 2: not valid JSON: Expecting value", "line 3: a list, not an object"]
@@ -118,10 +148,11 @@ def test_malformed_jsonl_line_is_quarantined(tmp_path):
 
 def test_csv_row_with_wrong_cell_count_is_quarantined_and_junk_line_skipped(tmp_path):
     path = tmp_path / "tools.csv"
-    path.write_bytes("\ufeffTools export 2025\nname,slug,tags\nR,r,\"[\"\"stats\"\"]\"\nS,s\n".encode())
+    path.write_bytes('\ufeffTools export 2025\nname,slug,tags\nR,r,"[""stats""]"\nS,s\n'.encode())
     detected: dict = {}
     frame = pl.concat(list(read_csv(path, 100, detected=detected))).with_columns(
-        pl.lit("tools.csv").alias("_source"), pl.lit(None, dtype=pl.Utf8).alias("_tenants"))
+        pl.lit("tools.csv").alias("_source"), pl.lit(None, dtype=pl.Utf8).alias("_tenants")
+    )
     assert detected["bom"] is True and detected["skipped_first_line"] == "Tools export 2025"
     n = normalize_frame("tools", frame, RULES, SHAPES["tools"])
     assert n.rows["tags"].to_list() == [["stats"]]

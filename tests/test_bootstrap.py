@@ -25,13 +25,15 @@ def catalog_snapshot(dsn: str) -> dict:
             "objects": conn.execute(
                 """SELECT n.nspname, c.relname, c.relkind FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname IN ('public', 'etl') ORDER BY 1, 2""").fetchall(),
+                   WHERE n.nspname IN ('public', 'etl') ORDER BY 1, 2"""
+            ).fetchall(),
             "columns": conn.execute(
                 """SELECT table_schema, table_name, column_name, data_type, is_nullable, column_default
                    FROM information_schema.columns WHERE table_schema IN ('public', 'etl') ORDER BY 1, 2, 3"""
             ).fetchall(),
             "types": conn.execute(
-                "SELECT typname FROM pg_type WHERE typnamespace = 'public'::regnamespace ORDER BY 1").fetchall(),
+                "SELECT typname FROM pg_type WHERE typnamespace = 'public'::regnamespace ORDER BY 1"
+            ).fetchall(),
             "policies": conn.execute("SELECT tablename, policyname, qual FROM pg_policies ORDER BY 1").fetchall(),
             "ledger": conn.execute("SELECT * FROM etl.schema_migrations ORDER BY version").fetchall(),
             "tenants": conn.execute("SELECT * FROM tenants ORDER BY slug").fetchall(),
@@ -48,7 +50,8 @@ def user_objects(dsn: str) -> list:
                UNION ALL SELECT 'type ' || typname FROM pg_type
                WHERE typnamespace = 'public'::regnamespace AND typtype IN ('e', 'b', 'd')
                UNION ALL SELECT 'extension ' || extname FROM pg_extension WHERE extname <> 'plpgsql'
-               ORDER BY 1""").fetchall()
+               ORDER BY 1"""
+        ).fetchall()
 
 
 def test_fresh_database_bootstraps_and_a_second_run_changes_nothing(fresh_dsn):
@@ -96,7 +99,8 @@ def test_a_file_that_fails_half_way_leaves_no_trace(fresh_dsn, tmp_path):
     assert str(e).startswith(
         '0004_broken.sql: statement 3 of 4 (line 5) failed: type "no_such_type" does not exist\n'
         "    CREATE TABLE needs_missing_type (x no_such_type)\n"
-        "The file's transaction was rolled back")
+        "The file's transaction was rolled back"
+    )
     with psycopg.connect(fresh_dsn) as conn:
         assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
         ledger = [r[0] for r in conn.execute("SELECT version FROM etl.schema_migrations ORDER BY 1")]
@@ -174,15 +178,20 @@ def test_non_superuser_without_vector_gets_a_privilege_error(fresh_dsn):
     assert "superuser to run CREATE EXTENSION vector" in str(err.value)
 
 
-@pytest.mark.parametrize("script, expected", [
-    ("SELECT 1; SELECT 2", ["SELECT 1", "SELECT 2"]),
-    ("SELECT ';'; SELECT 2;", ["SELECT ';'", "SELECT 2"]),
-    ("-- c; d\nSELECT 1;", ["SELECT 1"]),
-    ("DO $$ BEGIN PERFORM 1; END $$; SELECT 2", ["DO $$ BEGIN PERFORM 1; END $$", "SELECT 2"]),
-    ("CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $body$ LANGUAGE sql;",
-     ["CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $body$ LANGUAGE sql"]),
-    ('SELECT "a;b" FROM t; /* x; */ SELECT 3', ['SELECT "a;b" FROM t', "/* x; */ SELECT 3"]),
-    ("SELECT 'it''s; fine'", ["SELECT 'it''s; fine'"]),
-])
+@pytest.mark.parametrize(
+    "script, expected",
+    [
+        ("SELECT 1; SELECT 2", ["SELECT 1", "SELECT 2"]),
+        ("SELECT ';'; SELECT 2;", ["SELECT ';'", "SELECT 2"]),
+        ("-- c; d\nSELECT 1;", ["SELECT 1"]),
+        ("DO $$ BEGIN PERFORM 1; END $$; SELECT 2", ["DO $$ BEGIN PERFORM 1; END $$", "SELECT 2"]),
+        (
+            "CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $body$ LANGUAGE sql;",
+            ["CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $body$ LANGUAGE sql"],
+        ),
+        ('SELECT "a;b" FROM t; /* x; */ SELECT 3', ['SELECT "a;b" FROM t', "/* x; */ SELECT 3"]),
+        ("SELECT 'it''s; fine'", ["SELECT 'it''s; fine'"]),
+    ],
+)
 def test_split_statements(script, expected):
     assert [s.text for s in split_statements(script)] == expected

@@ -14,15 +14,21 @@ from core.errors import ConfigError
 from local import embedded as emb
 
 
-@pytest.mark.parametrize("dsn, masked", [
-    ("postgresql://etl:s3cret@db.example.com:5432/vital", "postgresql://etl:***@db.example.com:5432/vital"),
-    ("postgres://etl:p%40ss@host/db?sslmode=require", "postgres://etl:***@host/db?sslmode=require"),
-    ("host=db user=etl password=s3cret dbname=vital", "host=db user=etl password=*** dbname=vital"),
-    ("host=db password='a b\\'c' dbname=vital", "host=db password=*** dbname=vital"),
-    ("postgresql://etl@host/db?password=s3cret&sslmode=require", "postgresql://etl@host/db?password=***&sslmode=require"),
-    ("postgresql://postgres:@/vital?host=/tmp/pg", "postgresql://postgres:***@/vital?host=/tmp/pg"),
-    ("postgresql://etl@host/db", "postgresql://etl@host/db"),
-])
+@pytest.mark.parametrize(
+    "dsn, masked",
+    [
+        ("postgresql://etl:s3cret@db.example.com:5432/vital", "postgresql://etl:***@db.example.com:5432/vital"),
+        ("postgres://etl:p%40ss@host/db?sslmode=require", "postgres://etl:***@host/db?sslmode=require"),
+        ("host=db user=etl password=s3cret dbname=vital", "host=db user=etl password=*** dbname=vital"),
+        ("host=db password='a b\\'c' dbname=vital", "host=db password=*** dbname=vital"),
+        (
+            "postgresql://etl@host/db?password=s3cret&sslmode=require",
+            "postgresql://etl@host/db?password=***&sslmode=require",
+        ),
+        ("postgresql://postgres:@/vital?host=/tmp/pg", "postgresql://postgres:***@/vital?host=/tmp/pg"),
+        ("postgresql://etl@host/db", "postgresql://etl@host/db"),
+    ],
+)
 def test_mask_dsn(dsn, masked):
     assert db.mask_dsn(dsn) == masked
 
@@ -48,8 +54,7 @@ def test_embedded_databases_are_created_on_demand(pg_server, monkeypatch):
     for dsn, name in ((db.target_dsn(), "vital"), (db.source_dsn(), "vital_legacy")):
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT current_database()").fetchone()[0] == name
-            assert conn.execute(
-                "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone() == (1,)
+            assert conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone() == (1,)
 
 
 def test_a_running_server_is_reused(pg_server):
@@ -62,7 +67,7 @@ def test_a_running_server_is_reused(pg_server):
 def _start_in_child(home, kill_self: bool) -> int:
     code = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {str(db.__file__.rsplit('/core/', 1)[0])!r})
+        sys.path.insert(0, {str(db.__file__.rsplit("/core/", 1)[0])!r})
         from pathlib import Path
         from local.embedded import EmbeddedPostgres
         server = EmbeddedPostgres(Path({str(home)!r}))

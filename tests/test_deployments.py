@@ -40,8 +40,9 @@ def server(vital_home, pg_server):
     os.environ["VITAL_PREFECT_PORT"] = str(_free_port())
     info = services.up()
     env = {**os.environ, "PREFECT_API_URL": info["api_url"], "VITAL_PROJECT_DIR": str(ROOT)}
-    done = subprocess.run([str(PREFECT), "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(PREFECT), "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     yield {**info, "env": env}
     stopped = services.down()
@@ -86,8 +87,9 @@ def test_deployment_run_with_a_parameter_override(server, sample_dbs):
     assert done.returncode == 0, done.stdout[-3000:]
     assert "Flow run finished successfully in 'Completed'" in done.stdout
     with psycopg.connect(sample_dbs["VITAL_TARGET_DSN"]) as conn:
-        agents = conn.execute("SELECT count(*) FROM agents WHERE tenant_id = %s",
-                              (str(tenant_id("pharma")),)).fetchone()[0]
+        agents = conn.execute(
+            "SELECT count(*) FROM agents WHERE tenant_id = %s", (str(tenant_id("pharma")),)
+        ).fetchone()[0]
         params = conn.execute("SELECT parameters FROM etl.runs WHERE status = 'completed'").fetchone()[0]
     assert agents == 36 and params["batch_size"] == 7
 
@@ -104,9 +106,11 @@ def test_a_failing_batch_is_retried_by_prefect(server, sample_dbs):
                         BEGIN IF nextval('fault_seq') <= 4 THEN
                           RAISE EXCEPTION 'injected fault' USING ERRCODE = 'serialization_failure';
                         END IF; RETURN NULL; END $$""")
-        conn.execute("CREATE TRIGGER inject_fault BEFORE INSERT ON org_functions "
-                     "FOR EACH STATEMENT EXECUTE FUNCTION inject_fault()")
-    done = run_deployment(server, "migrate-tenant/pharma", sample_dbs, "entities=[\"org_functions\"]")
+        conn.execute(
+            "CREATE TRIGGER inject_fault BEFORE INSERT ON org_functions "
+            "FOR EACH STATEMENT EXECUTE FUNCTION inject_fault()"
+        )
+    done = run_deployment(server, "migrate-tenant/pharma", sample_dbs, 'entities=["org_functions"]')
     assert done.returncode == 0, done.stdout[-3000:]
     run_id = flow_run_id(done.stdout)
     with temporary_settings({PREFECT_API_URL: server["api_url"]}), get_client(sync_client=True) as client:
@@ -159,8 +163,9 @@ def test_migrate_all_through_the_deployments_with_dsns_in_secret_blocks(server, 
     log = (Path(os.environ["VITAL_HOME"]) / "run" / "worker.log").read_text()
     assert "migrate-pharma" in log and "migrate-digital-health" in log
     with psycopg.connect(sample_dbs["VITAL_TARGET_DSN"]) as conn:
-        per_tenant = dict(conn.execute("SELECT tenant_slug, count(*) FROM etl.runs WHERE status = 'completed' "
-                                       "GROUP BY 1").fetchall())
+        per_tenant = dict(
+            conn.execute("SELECT tenant_slug, count(*) FROM etl.runs WHERE status = 'completed' GROUP BY 1").fetchall()
+        )
     assert per_tenant == {"pharma": 1, "digital-health": 1}
     for dsn in sample_dbs.values():
         assert dsn.split("?")[0] not in log
@@ -191,5 +196,7 @@ def test_migrate_all_dry_run_as_subflows_sums_the_tenants(sample_dbs, monkeypatc
     assert set(tenants) == {"pharma", "digital-health"} and total["reconciled"]
     for entity, c in total["entities"].items():
         assert c["read"] == sum(t["entities"][entity]["read"] for t in tenants.values())
-        assert c["loaded"] == tenants["pharma"]["entities"][entity]["loaded"] + \
-            tenants["digital-health"]["entities"][entity]["loaded"]
+        assert (
+            c["loaded"]
+            == tenants["pharma"]["entities"][entity]["loaded"] + tenants["digital-health"]["entities"][entity]["loaded"]
+        )

@@ -56,8 +56,9 @@ def test_every_tenants_rule_key_is_documented():
 
 def test_every_make_target_in_the_readme_exists():
     targets = set(re.findall(r"^([a-z][\w-]*)(?:\s+[a-z][\w-]*)*:", (ROOT / "Makefile").read_text(), re.M))
-    targets |= {t for line in re.findall(r"^([a-z][\w -]*):", (ROOT / "Makefile").read_text(), re.M)
-                for t in line.split()}
+    targets |= {
+        t for line in re.findall(r"^([a-z][\w -]*):", (ROOT / "Makefile").read_text(), re.M) for t in line.split()
+    }
     for target in re.findall(r"`make ([a-z][\w-]*)", README):
         assert target in targets, target
 

@@ -20,7 +20,8 @@ def _artifact_markdown(flow_run_id) -> str:
 
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     assert [a.key for a in arts] == ["bootstrap-schema"]
     return arts[0].data
 

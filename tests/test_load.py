@@ -13,9 +13,19 @@ PHARMA = str(tenant_id("pharma"))
 
 
 def agents(n: int) -> list[dict]:
-    return [{"id": str(row_id(PHARMA, "agents", f"a{i}")), "tenant_id": PHARMA, "legacy_key": f"a{i}",
-             "name": f"agent {i}", "functional_area": "Clinical", "status": "active", "temperature": 0.5,
-             "metadata": {"i": i}} for i in range(n)]
+    return [
+        {
+            "id": str(row_id(PHARMA, "agents", f"a{i}")),
+            "tenant_id": PHARMA,
+            "legacy_key": f"a{i}",
+            "name": f"agent {i}",
+            "functional_area": "Clinical",
+            "status": "active",
+            "temperature": 0.5,
+            "metadata": {"i": i},
+        }
+        for i in range(n)
+    ]
 
 
 def count(dsn: str, table: str = "agents") -> int:
@@ -62,7 +72,9 @@ def test_a_row_violating_a_constraint_is_isolated_and_the_rest_loads(target_dsn)
     result = load_rows(target_dsn, "agents", rows, batch_size=10)
     assert result.loaded == 8 and count(target_dsn) == 8
     reasons = {row["legacy_key"]: reason for row, reason in result.failed}
-    assert reasons["a6"].startswith('new row for relation "agents" violates check constraint "agents_temperature_check"')
+    assert reasons["a6"].startswith(
+        'new row for relation "agents" violates check constraint "agents_temperature_check"'
+    )
     assert reasons["a2"] == 'invalid input value for enum agent_status: "zombie"'
 
 
@@ -70,8 +82,12 @@ def test_a_row_violating_a_constraint_is_isolated_and_the_rest_loads(target_dsn)
 def test_junction_rows_load_with_their_composite_key(target_dsn, table):
     rows = agents(2)
     load_rows(target_dsn, "agents", rows)
-    link = {"tenant_id": PHARMA, "agent_id": rows[0]["id"], "related_agent_id": rows[1]["id"],
-            "relation_type": "compatible"}
+    link = {
+        "tenant_id": PHARMA,
+        "agent_id": rows[0]["id"],
+        "related_agent_id": rows[1]["id"],
+        "relation_type": "compatible",
+    }
     assert load_rows(target_dsn, "agent_relations", [link, link]).loaded == 2
     assert count(target_dsn, "agent_relations") == 1
 

@@ -17,27 +17,35 @@ def write(tmp_path, text: str):
 
 
 def test_a_valid_manifest_resolves_paths_against_its_folder(tmp_path):
-    m = load_manifest(write(tmp_path, """
+    m = load_manifest(
+        write(
+            tmp_path,
+            """
 entities:
   agents: [{kind: json, path: agents.json, rename: {agent_name: name}, tenants: [pharma]}]
   knowledge_documents: [{kind: markdown, path: docs}]
-"""))
+""",
+        )
+    )
     spec = m.entities["agents"][0]
     assert spec.path == tmp_path / "agents.json" and spec.rename == {"agent_name": "name"}
     assert spec.tenants == ("pharma",) and not m.needs_legacy_db
 
 
-@pytest.mark.parametrize("text, message", [
-    ("entities: {}", "needs an `entities:` mapping"),
-    ("entities: {gadgets: [{kind: json, path: agents.json}]}", "unknown entity 'gadgets' (known: org_functions,"),
-    ("entities: {agents: [{kind: xml, path: agents.json}]}", "entities.agents[0]: unknown kind 'xml'"),
-    ("entities: {agents: [{kind: json, path: missing.json}]}", "entities.agents[0]: file "),
-    ("entities: {agents: [{kind: json}]}", "entities.agents[0]: a json source needs `path`"),
-    ("entities: {agents: [{kind: postgres}]}", "needs exactly one of `table` or `query`"),
-    ("entities: {agents: [{kind: json, path: agents.json, colour: red}]}", "unknown key(s) colour"),
-    ("entities: {knowledge_documents: [{kind: markdown, path: nowhere}]}", "nowhere does not exist"),
-    ("entities: [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("entities: {}", "needs an `entities:` mapping"),
+        ("entities: {gadgets: [{kind: json, path: agents.json}]}", "unknown entity 'gadgets' (known: org_functions,"),
+        ("entities: {agents: [{kind: xml, path: agents.json}]}", "entities.agents[0]: unknown kind 'xml'"),
+        ("entities: {agents: [{kind: json, path: missing.json}]}", "entities.agents[0]: file "),
+        ("entities: {agents: [{kind: json}]}", "entities.agents[0]: a json source needs `path`"),
+        ("entities: {agents: [{kind: postgres}]}", "needs exactly one of `table` or `query`"),
+        ("entities: {agents: [{kind: json, path: agents.json, colour: red}]}", "unknown key(s) colour"),
+        ("entities: {knowledge_documents: [{kind: markdown, path: nowhere}]}", "nowhere does not exist"),
+        ("entities: [", "not valid YAML"),
+    ],
+)
 def test_manifest_mistakes_are_named(tmp_path, text, message):
     with pytest.raises(ManifestError) as err:
         load_manifest(write(tmp_path, text))
@@ -61,7 +69,7 @@ def test_bad_query_is_named_before_any_row_is_read(tmp_path, fresh_dsn, monkeypa
     m = load_manifest(write(tmp_path, "entities: {agents: [{kind: postgres, query: 'SELEKT * FROM agents'}]}"))
     with pytest.raises(ManifestError) as err:
         check_sources(m, set())
-    assert 'entities.agents source postgres:query fails on postgresql://postgres:***@/' in str(err.value)
+    assert "entities.agents source postgres:query fails on postgresql://postgres:***@/" in str(err.value)
     assert 'syntax error at or near "SELEKT"' in str(err.value)
     m = load_manifest(write(tmp_path, "entities: {agents: [{kind: postgres, table: public.agents}]}"))
     with pytest.raises(ManifestError, match='relation "public.agents" does not exist'):

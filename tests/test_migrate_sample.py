@@ -31,12 +31,19 @@ def contents(dsn: str, tenant: str | None = None) -> dict:
     out = {}
     with psycopg.connect(dsn) as conn:
         for table in TABLES:
-            cols = [r[0] for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND table_schema = 'public' "
-                "AND column_name NOT IN ('created_at', 'updated_at') ORDER BY 1", (table,))]
+            cols = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND table_schema = 'public' "
+                    "AND column_name NOT IN ('created_at', 'updated_at') ORDER BY 1",
+                    (table,),
+                )
+            ]
             where = "WHERE tenant_id = %s" if tenant else ""
-            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {table} {where} ORDER BY 1, 2, 3",
-                                [str(tenant_id(tenant))] if tenant else []).fetchall()
+            rows = conn.execute(
+                f"SELECT {', '.join(cols)} FROM {table} {where} ORDER BY 1, 2, 3",
+                [str(tenant_id(tenant))] if tenant else [],
+            ).fetchall()
             out[table] = sorted(tuple(str(v) for v in r) for r in rows)
     return out
 
@@ -61,10 +68,13 @@ def test_migrate_rerun_change_undo(sample_env):
     assert first["entities"]["agents"]["loaded"] == 36 and first["entities"]["agents"]["quarantined"] == 5
     assert sum(c["embedded"] for c in first["entities"].values()) > 100
     with psycopg.connect(target) as conn:
-        quarantined = conn.execute("SELECT count(*) FROM etl.quarantine WHERE run_id = %s",
-                                   (first["run_id"],)).fetchone()[0]
+        quarantined = conn.execute(
+            "SELECT count(*) FROM etl.quarantine WHERE run_id = %s", (first["run_id"],)
+        ).fetchone()[0]
         assert quarantined == sum(c["quarantined"] for c in first["entities"].values()) == 10
-        assert conn.execute("SELECT status FROM etl.runs WHERE id = %s", (first["run_id"],)).fetchone()[0] == "completed"
+        assert (
+            conn.execute("SELECT status FROM etl.runs WHERE id = %s", (first["run_id"],)).fetchone()[0] == "completed"
+        )
     before = contents(target)
 
     second = migrate_tenant(tenant="pharma")
@@ -73,8 +83,10 @@ def test_migrate_rerun_change_undo(sample_env):
 
     # one changed source row: exactly that row is re-embedded
     with psycopg.connect(sample_env["source"]) as conn:
-        conn.execute("UPDATE agents SET description = 'Now about pharmacovigilance signal triage.' "
-                     "WHERE id = (SELECT id FROM agents ORDER BY id OFFSET 10 LIMIT 1)")
+        conn.execute(
+            "UPDATE agents SET description = 'Now about pharmacovigilance signal triage.' "
+            "WHERE id = (SELECT id FROM agents ORDER BY id OFFSET 10 LIMIT 1)"
+        )
     third = migrate_tenant(tenant="pharma")
     assert {e: c["embedded"] for e, c in third["entities"].items() if c["embedded"]} == {"agents": 1}
 
@@ -82,11 +94,15 @@ def test_migrate_rerun_change_undo(sample_env):
     tools_file = sample.sample_dir() / "exports" / "tools.json"
     tools_file.write_text(json.dumps(json.loads(tools_file.read_text())[1:]))
     fourth = migrate_tenant(tenant="pharma")
-    assert "tools: 1 row(s) of pharma in the target are no longer in the sources; they were kept " \
-           "(undo-tenant, then migrate again, removes them)" in fourth["findings"]
+    assert (
+        "tools: 1 row(s) of pharma in the target are no longer in the sources; they were kept "
+        "(undo-tenant, then migrate again, removes them)" in fourth["findings"]
+    )
     with psycopg.connect(target) as conn:
-        assert conn.execute("SELECT count(*) FROM tools WHERE tenant_id = %s",
-                            (str(tenant_id("pharma")),)).fetchone()[0] == 5
+        assert (
+            conn.execute("SELECT count(*) FROM tools WHERE tenant_id = %s", (str(tenant_id("pharma")),)).fetchone()[0]
+            == 5
+        )
 
     dh = migrate_tenant(tenant="digital-health")
     assert dh["verify"]["passed"]
@@ -126,8 +142,7 @@ def test_backfill_after_a_model_switch_reembeds_every_row(sample_env, monkeypatc
 def test_a_run_killed_with_sigkill_and_restarted_ends_like_an_uninterrupted_run(sample_env, pg_server, prefect_env):
     env = {**prefect_env, "VITAL_SOURCE_DSN": sample_env["source"], "VITAL_TARGET_DSN": sample_env["target"]}
     cmd = [str(CLI), "migrate", "--tenant", "pharma", "--batch-size", "4"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     with psycopg.connect(sample_env["target"], autocommit=True) as conn:
         while time.monotonic() < deadline:

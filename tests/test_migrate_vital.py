@@ -17,8 +17,10 @@ from tasks.model import encode
 from conftest import SHARED_VITAL, bootstrap
 from test_migrate_sample import contents
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not SHARED_VITAL.is_dir(), reason="../shared/vital is not beside this checkout")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SHARED_VITAL.is_dir(), reason="../shared/vital is not beside this checkout"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,9 @@ def test_knn_finds_a_pharmacovigilance_agent_for_pharma(migrated):
         register_vector(conn)
         rows = conn.execute(
             """SELECT display_name, description, functional_area FROM agents WHERE tenant_id = %s
-               ORDER BY embedding <=> %s LIMIT 3""", (str(tenant_id("pharma")), query)).fetchall()
+               ORDER BY embedding <=> %s LIMIT 3""",
+            (str(tenant_id("pharma")), query),
+        ).fetchall()
     name, description, area = rows[0]
     text = f"{name} {description}".lower()
     assert any(w in text for w in ("pharmacovigilance", "signal", "safety", "adverse")), rows

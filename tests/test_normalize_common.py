@@ -9,36 +9,50 @@ import pytest
 from tasks.normalize import common as c
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("{}", []),
-    ("{a,b}", ["a", "b"]),
-    ("{medication_information,dosing_calculation}", ["medication_information", "dosing_calculation"]),
-    ('{"Protocol development","Endpoint selection"}', ["Protocol development", "Endpoint selection"]),
-    ('{"say \\"hi\\"",plain, spaced }', ['say "hi"', "plain", "spaced"]),
-    ("{a,NULL,b}", ["a", None, "b"]),
-    ('{"a,b",c}', ["a,b", "c"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{}", []),
+        ("{a,b}", ["a", "b"]),
+        ("{medication_information,dosing_calculation}", ["medication_information", "dosing_calculation"]),
+        ('{"Protocol development","Endpoint selection"}', ["Protocol development", "Endpoint selection"]),
+        ('{"say \\"hi\\"",plain, spaced }', ['say "hi"', "plain", "spaced"]),
+        ("{a,NULL,b}", ["a", None, "b"]),
+        ('{"a,b",c}', ["a,b", "c"]),
+    ],
+)
 def test_parse_pg_array(text, expected):
     assert c.parse_pg_array(text) == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{a,b", "must start with '{' and end with '}'"),
-    ("a,b", "must start with '{' and end with '}'"),
-    ('{"a,b}', "unterminated quoted element"),
-    ("{a,,b}", "empty element"),
-    ('{"a"x,b}', "expected ',' after an element"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{a,b", "must start with '{' and end with '}'"),
+        ("a,b", "must start with '{' and end with '}'"),
+        ('{"a,b}', "unterminated quoted element"),
+        ("{a,,b}", "empty element"),
+        ('{"a"x,b}', "expected ',' after an element"),
+    ],
+)
 def test_parse_pg_array_rejects_malformed_literals(text, message):
     with pytest.raises(ValueError, match="malformed array literal") as err:
         c.parse_pg_array(text)
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("text, expected", [
-    (None, []), ("", []), ("[]", []), ('["a", " b ", ""]', ["a", "b"]), ("{x,y}", ["x", "y"]),
-    ('["\\u00a0padded\\u00a0"]', ["padded"]), ("[1, 2]", ["1", "2"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, []),
+        ("", []),
+        ("[]", []),
+        ('["a", " b ", ""]', ["a", "b"]),
+        ("{x,y}", ["x", "y"]),
+        ('["\\u00a0padded\\u00a0"]', ["padded"]),
+        ("[1, 2]", ["1", "2"]),
+    ],
+)
 def test_parse_list(text, expected):
     assert c.parse_list(text) == expected
 
@@ -56,8 +70,9 @@ def test_parse_uuid_list():
         c.parse_uuid_list("{not-a-uuid}")
 
 
-@pytest.mark.parametrize("text, expected", [("t", True), ("f", False), ("TRUE", True), ("no", False),
-                                            ("", None), (None, None)])
+@pytest.mark.parametrize(
+    "text, expected", [("t", True), ("f", False), ("TRUE", True), ("no", False), ("", None), (None, None)]
+)
 def test_parse_bool(text, expected):
     assert c.parse_bool(text) is expected
 
@@ -86,16 +101,19 @@ def test_text_cleaning():
 
 
 def test_notion_links_keep_commas_inside_titles():
-    cell = ("Set R&D Strategy (https://www.notion.so/Set-R-D-1?pvs=21), Research, Development & Ops "
-            "(https://www.notion.so/R-2?pvs=21),Third (https://www.notion.so/3)")
+    cell = (
+        "Set R&D Strategy (https://www.notion.so/Set-R-D-1?pvs=21), Research, Development & Ops "
+        "(https://www.notion.so/R-2?pvs=21),Third (https://www.notion.so/3)"
+    )
     assert c.split_notion_links(cell) == ["Set R&D Strategy", "Research, Development & Ops", "Third"]
     assert c.split_notion_links("") == []
     with pytest.raises(ValueError, match="malformed Notion link list"):
         c.split_notion_links("A (https://www.notion.so/1), trailing junk")
 
 
-@pytest.mark.parametrize("text, expected", [("10-15", (10, 15)), ("15+", (15, None)), ("7", (7, 7)),
-                                            ("", (None, None))])
+@pytest.mark.parametrize(
+    "text, expected", [("10-15", (10, 15)), ("15+", (15, None)), ("7", (7, 7)), ("", (None, None))]
+)
 def test_parse_range(text, expected):
     assert c.parse_range(text) == expected
 

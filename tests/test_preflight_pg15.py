@@ -34,13 +34,23 @@ def pg15_dsn(tmp_path_factory, pg_server):
     if user:
         shutil.chown(root, user)
     data = root / "data"
-    subprocess.run(_as_user(user, [str(PG15 / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
-                   check=True, capture_output=True)
-    subprocess.run(_as_user(user, [str(PG15 / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w",
-                                   "-o", f"-k {root} -h ''", "start"]), check=True, capture_output=True)
+    subprocess.run(
+        _as_user(user, [str(PG15 / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        _as_user(
+            user,
+            [str(PG15 / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o", f"-k {root} -h ''", "start"],
+        ),
+        check=True,
+        capture_output=True,
+    )
     yield f"postgresql://postgres@/postgres?host={root}"
-    subprocess.run(_as_user(user, [str(PG15 / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                   capture_output=True)
+    subprocess.run(
+        _as_user(user, [str(PG15 / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+    )
 
 
 def test_server_without_pgvector_gets_the_clear_error_and_nothing_is_created(pg15_dsn):
@@ -55,18 +65,19 @@ def test_server_without_pgvector_gets_the_clear_error_and_nothing_is_created(pg1
     assert "postgresql-15-pgvector" in message
     with psycopg.connect(pg15_dsn) as conn:
         assert conn.execute("SELECT to_regnamespace('etl')").fetchone()[0] is None
-        assert conn.execute(
-            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone()[0] == 0
-        assert conn.execute(
-            "SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace").fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone()[0] == 0
+        )
+        assert (
+            conn.execute("SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace").fetchone()[0] == 0
+        )
 
 
 def test_cli_prints_the_error_without_a_traceback(pg15_dsn, prefect_env):
     env = {**prefect_env, "VITAL_TARGET_DSN": pg15_dsn}
     venv_bin = Path(__file__).resolve().parents[1] / ".venv" / "bin"
     cli = venv_bin / "vital-etl"
-    done = subprocess.run([str(cli), "bootstrap", "--dry-run"], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([str(cli), "bootstrap", "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "vital-etl: the target database has no 'vector' extension available" in done.stderr
     assert "Traceback" not in done.stderr

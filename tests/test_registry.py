@@ -43,9 +43,10 @@ def schema_facts(pg_server):
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         columns = {}
         for table, column, typ in conn.execute(
-                """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+            """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = 'public'::regnamespace
-                   AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped"""):
+                   AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped"""
+        ):
             columns.setdefault(table, {})[column] = typ
     with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
@@ -78,8 +79,9 @@ def test_registry_facts_match_the_columns(schema_facts):
     cols = schema_facts["columns"]
     for table in catalogue.CATALOGUE_TABLES:
         assert ("embedding" in cols[table]) == (table in catalogue.SEARCHABLE), table
-        assert cols[table].get("functional_area", "").endswith("functional_area_type") == \
-            (table in catalogue.WITH_AREA), table
+        assert cols[table].get("functional_area", "").endswith("functional_area_type") == (
+            table in catalogue.WITH_AREA
+        ), table
     for table, column in catalogue.SELF_REFERENCES.items():
         assert cols[table][column] == "uuid"
     for entity, refs in catalogue.REF_COLUMNS.items():

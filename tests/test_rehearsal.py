@@ -30,10 +30,25 @@ def test_restore_the_real_dump(pg_server):
     assert result.complete, result.describe()
     assert len(result.tables) == 52
     assert {t: n for t, n in result.tables.items() if n} == {
-        "agent_categories": 9, "agents": 8, "business_functions": 6, "icons": 30, "jobs": 3, "jtbd_categories": 5,
-        "jtbd_core": 3, "role_permissions": 64, "roles": 6, "tools": 6}
+        "agent_categories": 9,
+        "agents": 8,
+        "business_functions": 6,
+        "icons": 30,
+        "jobs": 3,
+        "jtbd_categories": 5,
+        "jtbd_core": 3,
+        "role_permissions": 64,
+        "roles": 6,
+        "tools": 6,
+    }
     assert sorted(s.split("CREATE EXTENSION ")[1].split(" ")[0] for s in result.skipped) == [
-        "pg_graphql", "pg_net", "pg_stat_statements", "pgcrypto", "supabase_vault", "uuid-ossp"]
+        "pg_graphql",
+        "pg_net",
+        "pg_stat_statements",
+        "pgcrypto",
+        "supabase_vault",
+        "uuid-ossp",
+    ]
     with psycopg.connect(pg_server.dsn("restore_check")) as conn:
         assert conn.execute("SELECT count(*) FROM pg_policies WHERE schemaname = 'public'").fetchone()[0] == 111
         assert conn.execute("SELECT extensions.uuid_generate_v4() IS NOT NULL").fetchone()[0]
@@ -48,8 +63,9 @@ def test_migrating_from_the_copy_and_the_exports_reconciles(pg_server, monkeypat
     assert restored_copy(DUMP / "schema.sql", DUMP / "data.sql") == (dsn, None)  # restored once, then reused
     rules = load_rules()
     labels = {e: read_labels(s, manifest) for e, s in manifest.tenant_labels.items()}
-    normalized = {e: normalize_frame(e, extract_entity(manifest, e).frame, rules, SHAPES[e], labels=labels.get(e))
-                  for e in SHAPES}
+    normalized = {
+        e: normalize_frame(e, extract_entity(manifest, e).frame, rules, SHAPES[e], labels=labels.get(e)) for e in SHAPES
+    }
     assert (normalized["agents"].read, normalized["tools"].read, normalized["jobs_to_be_done"].read) == (262, 100, 130)
     part = slice_tenant(normalized, rules.tenants.by_slug("pharma"), rules.create_missing)
     for entity, s in part.entities.items():
@@ -74,15 +90,18 @@ def test_a_statement_the_compatibility_layer_cannot_handle_is_reported(pg_server
     schema.write_text(
         'CREATE EXTENSION IF NOT EXISTS "pg_net" WITH SCHEMA "extensions";\n'
         'CREATE EXTENSION IF NOT EXISTS "postgis" WITH SCHEMA "extensions";\n'
-        'CREATE TABLE public.sites (id uuid DEFAULT extensions.uuid_generate_v4() PRIMARY KEY, name text);\n'
-        'CREATE TABLE public.shapes (id int, area extensions.geometry);\n'
-        "GRANT ALL ON TABLE public.sites TO anon;\n")
+        "CREATE TABLE public.sites (id uuid DEFAULT extensions.uuid_generate_v4() PRIMARY KEY, name text);\n"
+        "CREATE TABLE public.shapes (id int, area extensions.geometry);\n"
+        "GRANT ALL ON TABLE public.sites TO anon;\n"
+    )
     data = tmp_path / "data.sql"
     data.write_text("INSERT INTO public.sites (name) VALUES ('a'), ('b');\n")
     result = restore(pg_server.dsn("postgres"), "restore_bad", schema, data)
     assert not result.complete
     assert [(f["line"], f["error"]) for f in result.failed] == [
-        (2, 'extension "postgis" is not available'), (4, 'type "extensions.geometry" does not exist')]
+        (2, 'extension "postgis" is not available'),
+        (4, 'type "extensions.geometry" does not exist'),
+    ]
     assert result.tables == {"sites": 2}
     text = result.describe()
     assert "the copy is INCOMPLETE" in text and "FAILED schema.sql:2" in text and "skipped: schema.sql:1" in text

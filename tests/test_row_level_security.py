@@ -16,13 +16,25 @@ CHECKED_TEXT = {"relation_type": "compatible", "dependency_type": "depends_on"}
 
 def _insert_order(conn) -> list[str]:
     """Tenant-scoped tables, referenced tables first."""
-    tables = [r[0] for r in conn.execute(
-        """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
-           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY 1""")]
-    deps = {t: {r[0] for r in conn.execute(
-        """SELECT confrelid::regclass::text FROM pg_constraint
-           WHERE conrelid = %s::regclass AND contype = 'f' AND confrelid <> conrelid""", (t,))} - {"tenants"}
-        for t in tables}
+    tables = [
+        r[0]
+        for r in conn.execute(
+            """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY 1"""
+        )
+    ]
+    deps = {
+        t: {
+            r[0]
+            for r in conn.execute(
+                """SELECT confrelid::regclass::text FROM pg_constraint
+           WHERE conrelid = %s::regclass AND contype = 'f' AND confrelid <> conrelid""",
+                (t,),
+            )
+        }
+        - {"tenants"}
+        for t in tables
+    }
     ordered: list[str] = []
     while len(ordered) < len(tables):
         for t in tables:
@@ -37,11 +49,17 @@ def _fill_row(conn, table: str, tenant: str, ids: dict) -> None:
         """SELECT a.attname, t.typname, t.typtype, a.atttypid
            FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
            WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-             AND a.attnotnull AND NOT a.atthasdef""", (table,)).fetchall()
-    fks = dict(conn.execute(
-        """SELECT a.attname, c.confrelid::regclass::text FROM pg_constraint c
+             AND a.attnotnull AND NOT a.atthasdef""",
+        (table,),
+    ).fetchall()
+    fks = dict(
+        conn.execute(
+            """SELECT a.attname, c.confrelid::regclass::text FROM pg_constraint c
            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
-           WHERE c.conrelid = %s::regclass AND c.contype = 'f' AND a.attname <> 'tenant_id'""", (table,)).fetchall())
+           WHERE c.conrelid = %s::regclass AND c.contype = 'f' AND a.attname <> 'tenant_id'""",
+            (table,),
+        ).fetchall()
+    )
     values = {}
     for name, typ, typtype, oid in cols:
         if name == "tenant_id":
@@ -63,8 +81,10 @@ def _fill_row(conn, table: str, tenant: str, ids: dict) -> None:
         else:
             raise AssertionError(f"no filler for {table}.{name} ({typ})")
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, values)),
-        sql.SQL(", ").join(sql.Placeholder() * len(values)))
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(sql.Placeholder() * len(values)),
+    )
     conn.execute(query, list(values.values()))
     if "id" in values:
         ids[(table, tenant)] = values["id"]
@@ -89,8 +109,9 @@ def two_tenant_rows(target_dsn):
 
 
 def _visible(conn, table: str) -> dict:
-    return dict(conn.execute(
-        sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(sql.Identifier(table))).fetchall())
+    return dict(
+        conn.execute(sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(sql.Identifier(table))).fetchall()
+    )
 
 
 def test_non_owner_sees_only_the_current_tenant(two_tenant_rows):
@@ -120,6 +141,6 @@ def test_supabase_jwt_claim_selects_the_tenant(two_tenant_rows):
     dsn, _ = two_tenant_rows
     with psycopg.connect(dsn) as conn:
         conn.execute("SET ROLE vital_app")
-        claims = json.dumps({"sub": "x", "tenant_id": tenant_id("pharma")})
+        claims = json.dumps({"sub": "x", "tenant_id": str(tenant_id("pharma"))})
         conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (claims,))
         assert _visible(conn, "agents") == {tenant_id("pharma"): 1}

@@ -33,9 +33,12 @@ def test_legacy_database_has_vital_shapes(fresh_dsn):
     counts = sample.build_legacy_db(sample.generate(), fresh_dsn)
     assert counts == {"agents": 40, "capabilities": 20, "prompts": 60, "jtbd_core": 30, "knowledge_documents": 3}
     with psycopg.connect(fresh_dsn) as conn:
-        types = dict(conn.execute(
-            """SELECT table_name || '.' || column_name, udt_name FROM information_schema.columns
-               WHERE table_schema = 'public'""").fetchall())
+        types = dict(
+            conn.execute(
+                """SELECT table_name || '.' || column_name, udt_name FROM information_schema.columns
+               WHERE table_schema = 'public'"""
+            ).fetchall()
+        )
         assert types["agents.capabilities"] == "_text" and types["agents.compatible_agents"] == "_uuid"
         assert types["capabilities.depends_on"] == "_uuid" and types["prompts.allowed_tenants"] == "_uuid"
         assert "jtbd_core.functional_area" not in types

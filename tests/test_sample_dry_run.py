@@ -30,17 +30,17 @@ def test_dry_run_quarantines_every_planted_problem(built_sample, prefect_harness
         assert summary["reconciled"]
         reasons |= {(q["entity"], q["reason"].split(":")[0]) for q in summary["quarantine"]}
     assert reasons == {
-        ("agents", "capabilities"),                 # malformed array literal
+        ("agents", "capabilities"),  # malformed array literal
         ("agents", "duplicate natural key '" + sample.generate().tables["agents"][5]["id"] + "'"),
         ("agents", "missing required field name"),
-        ("agents", "rules/enums.yaml"),             # unknown business function
-        ("agents", "temperature"),                  # wrong type
-        ("jobs_to_be_done", "line 2"),              # malformed JSONL line
-        ("jobs_to_be_done", "validation_score"),    # out of range
+        ("agents", "rules/enums.yaml"),  # unknown business function
+        ("agents", "temperature"),  # wrong type
+        ("jobs_to_be_done", "line 2"),  # malformed JSONL line
+        ("jobs_to_be_done", "validation_score"),  # out of range
         ("knowledge_documents", "empty document"),
-        ("prompts", "allowed_tenants"),             # unknown legacy tenant id
+        ("prompts", "allowed_tenants"),  # unknown legacy tenant id
         ("prompts", "record 21 (line 42) has 3 cells, the header has 11"),
-        ("personas", "years_experience"),           # 'ten' is not a range
+        ("personas", "years_experience"),  # 'ten' is not a range
     }
 
 
@@ -48,7 +48,9 @@ def test_missing_sample_names_the_fix(vital_home, monkeypatch, tmp_path):
     monkeypatch.setenv("VITAL_HOME", str(tmp_path))
     from sources.manifest import ManifestError, load_manifest
 
-    with pytest.raises(ManifestError, match=r"does not exist; build the bundled sample first: `.venv/bin/vital-etl sample`"):
+    with pytest.raises(
+        ManifestError, match=r"does not exist; build the bundled sample first: `.venv/bin/vital-etl sample`"
+    ):
         load_manifest(DEFAULT_MANIFEST)
 
 
@@ -56,8 +58,13 @@ def test_cli_bad_source_is_one_line_no_traceback(tmp_path, prefect_env):
     (tmp_path / "tools.json").write_text("")
     (tmp_path / "m.yaml").write_text("entities: {tools: [{kind: json, path: tools.json}]}")
     cli = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "vital-etl"
-    done = subprocess.run([str(cli), "migrate", "--tenant", "pharma", "--manifest", str(tmp_path / "m.yaml"),
-                           "--dry-run"], env=prefect_env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(cli), "migrate", "--tenant", "pharma", "--manifest", str(tmp_path / "m.yaml"), "--dry-run"],
+        env=prefect_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert f"vital-etl: {tmp_path / 'tools.json'}: file is empty" in done.stderr
     assert "Traceback" not in done.stderr

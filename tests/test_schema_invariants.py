@@ -32,7 +32,9 @@ def test_every_catalogue_and_junction_table_is_tenant_scoped(target_dsn):
             assert cols["tenant_id"] == ("uuid", True), table
             fk = conn.execute(
                 """SELECT count(*) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'
-                   AND confrelid = 'tenants'::regclass""", (table,)).fetchone()[0]
+                   AND confrelid = 'tenants'::regclass""",
+                (table,),
+            ).fetchone()[0]
             assert fk == 1, f"{table} has no foreign key to tenants"
         for table in CATALOGUE:
             cols = _columns(conn, table)
@@ -44,17 +46,31 @@ def test_every_catalogue_and_junction_table_is_tenant_scoped(target_dsn):
 def test_jtbd_functional_area_is_a_required_enum(target_dsn):
     with psycopg.connect(target_dsn) as conn:
         assert _columns(conn, "jobs_to_be_done")["functional_area"] == ("functional_area_type", True)
-        labels = [r[0] for r in conn.execute(
-            "SELECT unnest(enum_range(NULL::functional_area_type))::text")]
-    assert labels == ["Commercial", "Medical Affairs", "Market Access", "Clinical", "Regulatory",
-                      "Research & Development", "Manufacturing", "Quality", "Operations", "IT/Digital",
-                      "Legal", "Finance", "HR", "Business Development"]
+        labels = [r[0] for r in conn.execute("SELECT unnest(enum_range(NULL::functional_area_type))::text")]
+    assert labels == [
+        "Commercial",
+        "Medical Affairs",
+        "Market Access",
+        "Clinical",
+        "Regulatory",
+        "Research & Development",
+        "Manufacturing",
+        "Quality",
+        "Operations",
+        "IT/Digital",
+        "Legal",
+        "Finance",
+        "HR",
+        "Business Development",
+    ]
 
 
 def test_exact_enum_labels_from_the_design(target_dsn):
     with psycopg.connect(target_dsn) as conn:
+
         def labels(t):
             return [r[0] for r in conn.execute(f"SELECT unnest(enum_range(NULL::{t}))::text")]
+
         assert labels("agent_status") == ["development", "testing", "active", "maintenance", "deprecated", "archived"]
         assert labels("mapping_source_type") == ["manual", "automated", "ml_model", "expert_review"]
 
@@ -77,7 +93,8 @@ def test_rls_is_enabled_with_a_policy_on_every_tenant_scoped_table(target_dsn):
             """SELECT c.relname, c.relrowsecurity, count(p.oid)
                FROM pg_class c LEFT JOIN pg_policy p ON p.polrelid = c.oid
                WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
-               GROUP BY c.relname, c.relrowsecurity""").fetchall()
+               GROUP BY c.relname, c.relrowsecurity"""
+        ).fetchall()
     for name, rls, policies in rows:
         assert rls and policies == 1, name
 

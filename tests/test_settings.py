@@ -15,9 +15,14 @@ from conftest import bootstrap
 
 def _fake_model(folder, dim):
     (folder / "1_Pooling").mkdir(parents=True)
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim}))
     return folder
 
@@ -41,8 +46,12 @@ def test_schema_vector_columns_follow_the_model(fresh_dsn, tmp_path, monkeypatch
     monkeypatch.setenv("VITAL_EMBEDDING_MODEL", str(folder))
     bootstrap(fresh_dsn, params={"embedding_dim": model_spec().dim})
     with psycopg.connect(fresh_dsn) as conn:
-        dims = {r[0] for r in conn.execute(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attname = 'embedding' AND attnum > 0")}
+        dims = {
+            r[0]
+            for r in conn.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attname = 'embedding' AND attnum > 0"
+            )
+        }
     assert dims == {"vector(8)"}
 
 

@@ -10,8 +10,11 @@ from tasks.normalize.rules import load_rules
 from tasks.normalize.tenancy import assign_tenants
 
 RULES = load_rules()
-DH, PHARMA, PLATFORM = ("684f6c2c-b50d-4726-ad92-c76c3b785a89", "c6d221f8-1e8d-4dd9-86c5-d640ad6bf30b",
-                        "c1977eb4-cb2e-4cf7-8cf8-4ac71e27a244")
+DH, PHARMA, PLATFORM = (
+    "684f6c2c-b50d-4726-ad92-c76c3b785a89",
+    "c6d221f8-1e8d-4dd9-86c5-d640ad6bf30b",
+    "c1977eb4-cb2e-4cf7-8cf8-4ac71e27a244",
+)
 
 
 def frame(rows: list[dict]) -> pl.DataFrame:
@@ -20,17 +23,25 @@ def frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def test_prompt_allowed_tenants_through_legacy_aliases():
-    rows = frame([{"allowed_tenants": json.dumps([DH])}, {"allowed_tenants": f"{{{PHARMA}}}"},
-                  {"allowed_tenants": json.dumps([PLATFORM])}, {"allowed_tenants": "[]"}, {"allowed_tenants": None},
-                  {"allowed_tenants": json.dumps(["99999999-9999-9999-9999-999999999999"])},
-                  {"allowed_tenants": '["nope"]'}])
+    rows = frame(
+        [
+            {"allowed_tenants": json.dumps([DH])},
+            {"allowed_tenants": f"{{{PHARMA}}}"},
+            {"allowed_tenants": json.dumps([PLATFORM])},
+            {"allowed_tenants": "[]"},
+            {"allowed_tenants": None},
+            {"allowed_tenants": json.dumps(["99999999-9999-9999-9999-999999999999"])},
+            {"allowed_tenants": '["nope"]'},
+        ]
+    )
     got = assign_tenants("prompts", rows, RULES, {})
     assert got[0] == (["digital-health"], "legacy_ids: allowed_tenants", None)
     assert got[1] == (["pharma"], "legacy_ids: allowed_tenants", None)
     assert got[2] == (["digital-health", "pharma"], "legacy_ids: allowed_tenants", None)
     assert got[3] == got[4] == (["digital-health", "pharma"], "default", None)
     assert got[5][0] == [] and got[5][2].startswith(
-        "allowed_tenants: legacy tenant id 99999999-9999-9999-9999-999999999999 is not in rules/tenants.yaml")
+        "allowed_tenants: legacy tenant id 99999999-9999-9999-9999-999999999999 is not in rules/tenants.yaml"
+    )
     assert got[6][2] == "allowed_tenants: invalid UUID 'nope' in array"
 
 
@@ -50,8 +61,13 @@ def test_manifest_tenants_are_explicit():
 
 
 def test_keyword_rules_are_whole_word_and_union():
-    rows = frame([{"tenants_primary": '["Pharmaceutical"]', "tenants_secondary": '["Digital Health Startup"]'},
-                  {"tenants_primary": '["Payer"]'}, {"tenants_primary": '["Pharmaceuticals-ish"]'}])
+    rows = frame(
+        [
+            {"tenants_primary": '["Pharmaceutical"]', "tenants_secondary": '["Digital Health Startup"]'},
+            {"tenants_primary": '["Payer"]'},
+            {"tenants_primary": '["Pharmaceuticals-ish"]'},
+        ]
+    )
     got = assign_tenants("knowledge_domains", rows, RULES, {})
     assert got[0] == (["digital-health", "pharma"], "keywords: Pharmaceutical, Digital Health Startup", None)
     assert got[1] == (["digital-health", "pharma"], "default", None)

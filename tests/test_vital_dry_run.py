@@ -20,9 +20,20 @@ from conftest import SHARED_VITAL
 MANIFEST = Path(__file__).resolve().parents[1] / "sources" / "manifests" / "vital.yaml"
 pytestmark = pytest.mark.skipif(not SHARED_VITAL.is_dir(), reason="../shared/vital is not beside this checkout")
 
-READ = {"org_functions": 12, "org_departments": 35, "org_roles": 126, "org_responsibilities": 200,
-        "capabilities": 397, "tools": 94, "knowledge_domains": 47 + 16, "knowledge_documents": 47,
-        "personas": 43 + 18, "jobs_to_be_done": 127, "agents": 254, "prompts": 1000}
+READ = {
+    "org_functions": 12,
+    "org_departments": 35,
+    "org_roles": 126,
+    "org_responsibilities": 200,
+    "capabilities": 397,
+    "tools": 94,
+    "knowledge_domains": 47 + 16,
+    "knowledge_documents": 47,
+    "personas": 43 + 18,
+    "jobs_to_be_done": 127,
+    "agents": 254,
+    "prompts": 1000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +41,13 @@ def vital():
     manifest = load_manifest(MANIFEST)
     rules = load_rules()
     labels = {e: read_labels(s, manifest) for e, s in manifest.tenant_labels.items()}
-    normalized = {e: normalize_frame(e, extract_entity(manifest, e).frame, rules, SHAPES[e], labels=labels.get(e))
-                  for e in SHAPES}
-    slices = {slug: slice_tenant(normalized, rules.tenants.by_slug(slug), rules.create_missing)
-              for slug in ("pharma", "digital-health")}
+    normalized = {
+        e: normalize_frame(e, extract_entity(manifest, e).frame, rules, SHAPES[e], labels=labels.get(e)) for e in SHAPES
+    }
+    slices = {
+        slug: slice_tenant(normalized, rules.tenants.by_slug(slug), rules.create_missing)
+        for slug in ("pharma", "digital-health")
+    }
     return rules, normalized, slices
 
 
@@ -49,13 +63,19 @@ def test_agents_labelled_for_both_tenants_land_in_both(vital):
     rules, normalized, slices = vital
     labels = json.loads((SHARED_VITAL / "exports" / "agent_tenant_labels.json").read_text())
     agent_ids = {a["id"] for a in json.loads((SHARED_VITAL / "exports" / "agents.json").read_text())}
-    both = {r["agent_id"] for r in labels if r["agent_id"] in agent_ids and set(r["tenants"]) == {"pharma", "digital_health"}}
+    both = {
+        r["agent_id"]
+        for r in labels
+        if r["agent_id"] in agent_ids and set(r["tenants"]) == {"pharma", "digital_health"}
+    }
     assert len(both) == 10
     pharma = set(slices["pharma"].entities["agents"].rows["legacy_key"])
     dh = set(slices["digital-health"].entities["agents"].rows["legacy_key"])
     assert pharma & dh == both
     assert len(pharma | dh) == 254
-    ids = set(slices["pharma"].entities["agents"].rows["id"]) & set(slices["digital-health"].entities["agents"].rows["id"])
+    ids = set(slices["pharma"].entities["agents"].rows["id"]) & set(
+        slices["digital-health"].entities["agents"].rows["id"]
+    )
     assert ids == set(), "the same agent in two tenants must be two rows with two ids"
     areas = set(rules.enum("functional_area").labels)
     for part in slices.values():
@@ -101,8 +121,11 @@ def test_other_entities(vital):
     assert slices["pharma"].link_report["agent_capabilities"]["unresolved"] == 0
     assert pharma["knowledge_domains"].loaded == 63
     assert pharma["knowledge_documents"].loaded == dh["knowledge_documents"].loaded == 47
-    assert pharma["agents"].rows.filter(pl.col("legacy_key") == "ed83433a-c04d-4789-9fde-5bf4310a8f73")[
-        "system_prompt"][0].startswith("YOU ARE: Anticoagulation Specialist")
+    assert (
+        pharma["agents"]
+        .rows.filter(pl.col("legacy_key") == "ed83433a-c04d-4789-9fde-5bf4310a8f73")["system_prompt"][0]
+        .startswith("YOU ARE: Anticoagulation Specialist")
+    )
     assert "\\n" not in "".join(pharma["agents"].rows["system_prompt"].to_list())
 
 
@@ -112,8 +135,15 @@ def test_flow_dry_run_for_both_tenants(prefect_harness):
     for tenant, agents in (("pharma", 253), ("digital-health", 11)):
         summary = migrate_tenant(tenant=tenant, manifest=str(MANIFEST), dry_run=True)
         assert summary["reconciled"] is True
-        assert summary["entities"]["agents"] == {"read": 254, "created": 0, "loaded": agents, "quarantined": 0,
-                                                 "skipped": 254 - agents, "embedded": 0, "reused": 0}
+        assert summary["entities"]["agents"] == {
+            "read": 254,
+            "created": 0,
+            "loaded": agents,
+            "quarantined": 0,
+            "skipped": 254 - agents,
+            "embedded": 0,
+            "reused": 0,
+        }
         for e, c in summary["entities"].items():
             assert c["read"] + c["created"] == c["loaded"] + c["quarantined"] + c["skipped"], e
         assert summary["junctions"]["role_responsibilities"]["rows"] > 100

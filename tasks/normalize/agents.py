@@ -16,8 +16,11 @@ from tasks.normalize.common import (
 )
 from tasks.normalize.rules import Rules
 
-RELATIONS = {"compatible_agents": "compatible", "incompatible_agents": "incompatible",
-             "prerequisite_agents": "prerequisite"}
+RELATIONS = {
+    "compatible_agents": "compatible",
+    "incompatible_agents": "incompatible",
+    "prerequisite_agents": "prerequisite",
+}
 
 
 def shape_agent(r: Rec, rules: Rules) -> dict:
@@ -33,16 +36,20 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
             raise RowError(rules.enum("functional_area").unknown_message(business_function))
         area_rule = f"business_function: {business_function!r}"
     else:
-        area, area_rule = area_of({"department": department, "name": name, "display_name": display_name,
-                                   "description": description}, "agents", rules)
+        area, area_rule = area_of(
+            {"department": department, "name": name, "display_name": display_name, "description": description},
+            "agents",
+            rules,
+        )
     capabilities = r.parse("capabilities", parse_list)
     domains = r.parse("knowledge_domains", parse_list)
     links = {
         "agent_capabilities": [(key, c, "capabilities") for c in capabilities],
         "agent_knowledge_domains": [(key, d, None) for d in domains],
         "agent_tools": [(key, t, None) for t in r.parse("tools", parse_list)],
-        "agent_relations": [(key, other, kind) for column, kind in RELATIONS.items()
-                            for other in r.parse(column, parse_uuid_list)],
+        "agent_relations": [
+            (key, other, kind) for column, kind in RELATIONS.items() for other in r.parse(column, parse_uuid_list)
+        ],
     }
     status_raw = r.get("status")
     return {
@@ -68,9 +75,13 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
         "legacy_created_at": r.parse("created_at", parse_timestamp),
         "legacy_updated_at": r.parse("updated_at", parse_timestamp),
         # the arrays stay on the row too: elements that resolve to no row are not lost
-        "metadata": {"functional_area_rule": area_rule, "legacy_status": status_raw,
-                     "legacy_business_function": business_function, "legacy_capabilities": capabilities,
-                     "legacy_knowledge_domains": domains},
+        "metadata": {
+            "functional_area_rule": area_rule,
+            "legacy_status": status_raw,
+            "legacy_business_function": business_function,
+            "legacy_capabilities": capabilities,
+            "legacy_knowledge_domains": domains,
+        },
         "_aliases": [name, display_name],
         "_links": links,
     }

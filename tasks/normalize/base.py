@@ -23,8 +23,18 @@ from tasks.normalize.tenancy import assign_tenants
 
 META_COLUMNS = ("_source", "_row", "_tenants")
 # columns that usually hold a row's natural key: named on a quarantined row that has no shape
-KEY_HINTS = ("id", "code", "slug", "capability_slug", "prompt_code", "Unique_ID", "Department_ID", "domain_id",
-             "path", "name")
+KEY_HINTS = (
+    "id",
+    "code",
+    "slug",
+    "capability_slug",
+    "prompt_code",
+    "Unique_ID",
+    "Department_ID",
+    "domain_id",
+    "path",
+    "name",
+)
 
 
 class RowError(ValueError):
@@ -113,13 +123,25 @@ class Normalized:
     read: int = 0
 
 
-REJECT_SCHEMA = {"_source": pl.Utf8, "_row": pl.Int64, "legacy_key": pl.Utf8, "reason": pl.Utf8,
-                 "payload": pl.Utf8, "tenants": pl.List(pl.Utf8)}
+REJECT_SCHEMA = {
+    "_source": pl.Utf8,
+    "_row": pl.Int64,
+    "legacy_key": pl.Utf8,
+    "reason": pl.Utf8,
+    "payload": pl.Utf8,
+    "tenants": pl.List(pl.Utf8),
+}
 LINK_SCHEMA = {"a_ref": pl.Utf8, "b_ref": pl.Utf8, "kind": pl.Utf8, "owner_key": pl.Utf8}
 
 
-def normalize_frame(entity: str, raw: pl.DataFrame, rules: Rules, shape: Callable[[Rec, Rules], dict],
-                    *, labels: dict[str, list[str]] | None = None) -> Normalized:
+def normalize_frame(
+    entity: str,
+    raw: pl.DataFrame,
+    rules: Rules,
+    shape: Callable[[Rec, Rules], dict],
+    *,
+    labels: dict[str, list[str]] | None = None,
+) -> Normalized:
     """Shape every row; a row's dict may carry `_links` ({junction: [(a_ref, b_ref, kind)]})
     and `_aliases` (other names by which links refer to it)."""
     tenancy = assign_tenants(entity, raw, rules, labels or {})
@@ -147,21 +169,34 @@ def normalize_frame(entity: str, raw: pl.DataFrame, rules: Rules, shape: Callabl
             links.setdefault(junction, []).extend((a, b, k, row["legacy_key"]) for a, b, k in refs)
         rows.append(row)
 
-    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(
-        {"legacy_key": [], "tenants": [], "_aliases": []},
-        schema={"legacy_key": pl.Utf8, "tenants": pl.List(pl.Utf8), "_aliases": pl.List(pl.Utf8)})
+    frame = (
+        pl.DataFrame(rows, infer_schema_length=None)
+        if rows
+        else pl.DataFrame(
+            {"legacy_key": [], "tenants": [], "_aliases": []},
+            schema={"legacy_key": pl.Utf8, "tenants": pl.List(pl.Utf8), "_aliases": pl.List(pl.Utf8)},
+        )
+    )
     frame, dupes = _split_duplicates(frame)
     rejects.extend(dupes)
     kept = set(frame["legacy_key"].to_list())
-    link_frames = {j: pl.DataFrame([x for x in v if x[3] in kept], schema=LINK_SCHEMA, orient="row")
-                   .unique(maintain_order=True) for j, v in links.items()}
+    link_frames = {
+        j: pl.DataFrame([x for x in v if x[3] in kept], schema=LINK_SCHEMA, orient="row").unique(maintain_order=True)
+        for j, v in links.items()
+    }
     return Normalized(entity, frame, link_frames, pl.DataFrame(rejects, schema=REJECT_SCHEMA), read=raw.height)
 
 
 def _reject(raw_row: dict, key: str | None, reason: str, tenants: list[str]) -> dict:
     payload = {k: v for k, v in raw_row.items() if not k.startswith("_") and v not in (None, "")}
-    return {"_source": raw_row.get("_source"), "_row": raw_row.get("_row"), "legacy_key": key,
-            "reason": reason, "payload": json.dumps(payload, ensure_ascii=False, default=str), "tenants": tenants}
+    return {
+        "_source": raw_row.get("_source"),
+        "_row": raw_row.get("_row"),
+        "legacy_key": key,
+        "reason": reason,
+        "payload": json.dumps(payload, ensure_ascii=False, default=str),
+        "tenants": tenants,
+    }
 
 
 def _split_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
@@ -170,17 +205,26 @@ def _split_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
         return frame, []
     numbered = frame.with_row_index("_i")
     first = numbered.group_by("legacy_key", maintain_order=True).agg(
-        pl.col("_i").first().alias("_first"), pl.col("_source").first().alias("_first_source"),
-        pl.col("_row").first().alias("_first_row"))
+        pl.col("_i").first().alias("_first"),
+        pl.col("_source").first().alias("_first_source"),
+        pl.col("_row").first().alias("_first_row"),
+    )
     joined = numbered.join(first, on="legacy_key", how="left", maintain_order="left")
     dupes = joined.filter(pl.col("_i") != pl.col("_first"))
     rejects = [
-        {"_source": d["_source"], "_row": d["_row"], "legacy_key": d["legacy_key"],
-         "reason": f"duplicate natural key {d['legacy_key']!r}: kept the row from {d['_first_source']} "
-                   f"row {d['_first_row']}",
-         "payload": json.dumps({k: v for k, v in d.items() if not k.startswith("_") and k != "tenants"},
-                               ensure_ascii=False, default=str),
-         "tenants": d["tenants"]}
+        {
+            "_source": d["_source"],
+            "_row": d["_row"],
+            "legacy_key": d["legacy_key"],
+            "reason": f"duplicate natural key {d['legacy_key']!r}: kept the row from {d['_first_source']} "
+            f"row {d['_first_row']}",
+            "payload": json.dumps(
+                {k: v for k, v in d.items() if not k.startswith("_") and k != "tenants"},
+                ensure_ascii=False,
+                default=str,
+            ),
+            "tenants": d["tenants"],
+        }
         for d in dupes.iter_rows(named=True)
     ]
     kept = joined.filter(pl.col("_i") == pl.col("_first")).drop("_i", "_first", "_first_source", "_first_row")

@@ -32,8 +32,12 @@ def shape_capability(r: Rec, rules: Rules) -> dict:
     category = r.get("category")
     description = r.get("description")
     display = r.get("display_name")
-    area, area_rule = area_of({"category": category, "name": display or name, "description": description},
-                              "capabilities", rules, explicit=category)
+    area, area_rule = area_of(
+        {"category": category, "name": display or name, "description": description},
+        "capabilities",
+        rules,
+        explicit=category,
+    )
     links = [(key, ref, "depends_on") for ref in r.parse("depends_on", parse_uuid_list)]
     links += [(key, ref, "enables") for ref in r.parse("enables", parse_uuid_list)]
     return {
@@ -44,8 +48,9 @@ def shape_capability(r: Rec, rules: Rules) -> dict:
         "description": description,
         "category": category,
         "functional_area": area,
-        "complexity": r.enum("complexity_level", rules.enum("complexity"), value=r.get("complexity_level",
-                                                                                        "complexity")),
+        "complexity": r.enum(
+            "complexity_level", rules.enum("complexity"), value=r.get("complexity_level", "complexity")
+        ),
         "is_active": r.parse("is_active", parse_bool) is not False,
         "metadata": {"functional_area_rule": area_rule},
         "_aliases": [name, display, r.get("id")],

@@ -146,8 +146,15 @@ def parse_decimal(value: str | None) -> float | None:
     return None if d is None else float(d)
 
 
-_TS_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S",
-               "%Y-%m-%d", "%B %d, %Y %I:%M %p", "%B %d, %Y")
+_TS_FORMATS = (
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d",
+    "%B %d, %Y %I:%M %p",
+    "%B %d, %Y",
+)
 
 
 def parse_timestamp(value: str | None) -> datetime | None:
@@ -186,12 +193,12 @@ def split_notion_links(value: str | None) -> list[str]:
     titles, pos, s = [], 0, value.strip()
     for m in _NOTION_LINK.finditer(s):
         if m.start() != pos:
-            raise ValueError(f"malformed Notion link list near {s[pos:pos + 40]!r}")
+            raise ValueError(f"malformed Notion link list near {s[pos : pos + 40]!r}")
         titles.append(clean_text(m.group(1)))
         pos = m.end()
     if pos != len(s):
         if titles:
-            raise ValueError(f"malformed Notion link list near {s[pos:pos + 40]!r}")
+            raise ValueError(f"malformed Notion link list near {s[pos : pos + 40]!r}")
         return [t for t in (clean_text(x) for x in s.split(",")) if t]  # plain titles, no URLs
     return [t for t in titles if t]
 

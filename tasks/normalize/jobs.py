@@ -15,8 +15,13 @@ def shape_jtbd(r: Rec, rules: Rules) -> dict:
     name = r.require("name", "title")
     statement = r.get("description", "statement", "job_statement")
     explicit = r.get("functional_area")
-    values = {"persona_title": _s(meta.get("persona_title")), "persona_code": _s(meta.get("persona_code")),
-              "name": name, "statement": statement, "sector": _s(meta.get("sector"))}
+    values = {
+        "persona_title": _s(meta.get("persona_title")),
+        "persona_code": _s(meta.get("persona_code")),
+        "name": name,
+        "statement": statement,
+        "sector": _s(meta.get("sector")),
+    }
     if explicit:
         area = rules.enum("functional_area").map(explicit)
         if area is None:
@@ -45,11 +50,12 @@ def shape_jtbd(r: Rec, rules: Rules) -> dict:
         "success_criteria": r.parse("success_criteria", parse_list),
         "metadata": {"legacy_target_personas": targets} if targets else {},
         "_aliases": [name],
-        "_links": {"jtbd_personas": ([(key, persona, "persona_code")] if persona else [])
-                                    + [(key, t, "target_personas") for t in targets]},
+        "_links": {
+            "jtbd_personas": ([(key, persona, "persona_code")] if persona else [])
+            + [(key, t, "target_personas") for t in targets]
+        },
     }
 
 
 def _s(value) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
-

@@ -21,7 +21,10 @@ def shape_function(r: Rec, rules) -> dict:
     description = r.get("Description", "description")
     area, rule = area_of({"name": name, "description": description}, "org_functions", rules, explicit=name)
     return {
-        "legacy_key": key, "name": name, "description": description, "functional_area": area,
+        "legacy_key": key,
+        "name": name,
+        "description": description,
+        "functional_area": area,
         "metadata": {"functional_area_rule": rule},
         "_aliases": [name],
         "_links": {
@@ -36,10 +39,17 @@ def shape_department(r: Rec, rules) -> dict:
     name = r.require("Department_Name", "name")
     description = r.get("Description", "description")
     dept_type = r.get("Department_Type")
-    area, rule = area_of({"function_area_label": dept_type, "name": name, "description": description},
-                         "org_departments", rules, explicit=dept_type)
+    area, rule = area_of(
+        {"function_area_label": dept_type, "name": name, "description": description},
+        "org_departments",
+        rules,
+        explicit=dept_type,
+    )
     return {
-        "legacy_key": key, "name": name, "description": description, "department_type": dept_type,
+        "legacy_key": key,
+        "name": name,
+        "description": description,
+        "department_type": dept_type,
         "functional_area": area,
         "data_classification": r.enum("Data_Classification", rules.enum("data_classification")),
         "compliance_requirements": r.parse("Compliance_Requirements", split_codes),
@@ -59,14 +69,18 @@ def shape_role(r: Rec, rules) -> dict:
     description = r.get("Description", "description")
     area, rule = area_of({"name": name, "description": description}, "org_roles", rules)
     return {
-        "legacy_key": key, "name": name, "description": description, "functional_area": area,
+        "legacy_key": key,
+        "name": name,
+        "description": description,
+        "functional_area": area,
         "metadata": {"functional_area_rule": rule},
         "_aliases": [name],
         "_links": {
             "department_roles": [(d, key, None) for d in _refs(r, "Mapped_to_Departments", "🏫 Departments")],
             "function_roles": [(f, key, None) for f in _refs(r, "Mapped_to_Functions", "🏫 Functions")],
-            "role_responsibilities": [(key, x, None)
-                                      for x in _refs(r, "Mapped_to_Responsibilities", "Responsibilities")],
+            "role_responsibilities": [
+                (key, x, None) for x in _refs(r, "Mapped_to_Responsibilities", "Responsibilities")
+            ],
         },
     }
 
@@ -75,7 +89,9 @@ def shape_responsibility(r: Rec, rules) -> dict:
     key = r.require("Unique_ID", "Responsibility_ID", "id")
     name = r.require("Name", "name")
     return {
-        "legacy_key": key, "name": name, "description": r.get("Description", "description"),
+        "legacy_key": key,
+        "name": name,
+        "description": r.get("Description", "description"),
         "metadata": {},
         "_aliases": [name],
         "_links": {"role_responsibilities": [(role, key, None) for role in r.parse("Roles", split_notion_links)]},

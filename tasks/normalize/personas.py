@@ -16,8 +16,9 @@ def shape_persona(r: Rec, rules: Rules) -> dict:
     title = r.get("title")
     department = r.get("department", "tagline")
     function = meta.get("function") if isinstance(meta.get("function"), str) else None
-    area, area_rule = area_of({"function": function, "department": department, "title": title, "name": name},
-                              "personas", rules)
+    area, area_rule = area_of(
+        {"function": function, "department": department, "title": title, "name": name}, "personas", rules
+    )
     years = r.parse("years_experience", parse_range)
     responsibilities = r.parse("key_responsibilities", parse_list) or r.parse("responsibilities", parse_list)
     aliases = [name, title, r.get("code"), r.get("unique_id"), meta.get("persona_id")]

@@ -14,9 +14,12 @@ def shape_prompt(r: Rec, rules: Rules) -> dict:
     name = r.require("name", "title")
     category = r.get("category")
     description = r.get("description")
-    area, area_rule = area_of({"category": category, "function": r.raw.get("function"), "name": name,
-                               "description": description}, "prompts", rules,
-                              explicit=r.raw.get("function_name") or r.raw.get("function"))
+    area, area_rule = area_of(
+        {"category": category, "function": r.raw.get("function"), "name": name, "description": description},
+        "prompts",
+        rules,
+        explicit=r.raw.get("function_name") or r.raw.get("function"),
+    )
     return {
         "legacy_key": key,
         "code": r.get("prompt_code"),

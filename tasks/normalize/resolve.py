@@ -23,11 +23,11 @@ SAMPLE = 5
 @dataclass
 class EntitySlice:
     entity: str
-    rows: pl.DataFrame          # this tenant's valid rows, with id and tenant_id
-    quarantined: pl.DataFrame   # rejects that belong to this tenant (or to no known tenant)
+    rows: pl.DataFrame  # this tenant's valid rows, with id and tenant_id
+    quarantined: pl.DataFrame  # rejects that belong to this tenant (or to no known tenant)
     read: int
     skipped: int
-    created: int = 0            # rows made for references that named no row (rules/references.yaml)
+    created: int = 0  # rows made for references that named no row (rules/references.yaml)
 
     @property
     def loaded(self) -> int:
@@ -59,14 +59,16 @@ def _index(rows: pl.DataFrame) -> dict[str, str]:
     return index
 
 
-def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant,
-                 create_missing: dict[str, tuple[str, ...]] | None = None) -> TenantSlice:
+def slice_tenant(
+    normalized: dict[str, Normalized], tenant: Tenant, create_missing: dict[str, tuple[str, ...]] | None = None
+) -> TenantSlice:
     entities: dict[str, EntitySlice] = {}
     for entity, n in normalized.items():
         mine = n.rows.filter(pl.col("tenants").list.contains(tenant.slug)) if n.rows.height else n.rows
         mine = mine.with_columns(
             pl.Series("id", _ids(tenant, entity, mine["legacy_key"].to_list()), dtype=pl.Utf8),
-            pl.lit(str(tenant.id)).alias("tenant_id"))
+            pl.lit(str(tenant.id)).alias("tenant_id"),
+        )
         rejects = n.rejects.filter(pl.col("tenants").list.contains(tenant.slug) | (pl.col("tenants").list.len() == 0))
         entities[entity] = EntitySlice(entity, mine, rejects, n.read, n.read - mine.height - rejects.height)
 
@@ -78,8 +80,11 @@ def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant,
             _resolve_ref_columns(out, entities[entity], refs, indexes)
     for j in JUNCTIONS:
         junction, a_entity, b_entity, a_col, b_col, kind_col = j.name, j.a, j.b, j.a_col, j.b_col, j.kind
-        frames = [n.links[junction] for e, n in normalized.items() if junction in n.links
-                  and e in entities and n.links[junction].height]
+        frames = [
+            n.links[junction]
+            for e, n in normalized.items()
+            if junction in n.links and e in entities and n.links[junction].height
+        ]
         owners = {e for e, n in normalized.items() if junction in n.links}
         if not frames:
             continue
@@ -101,8 +106,9 @@ def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant,
                 missing.append(f"{b_ref!r} ({b_entity})")
             else:
                 resolved.append((a_key, b_key, kind if kind_col else None))
-        frame = pl.DataFrame(resolved, schema={"a_key": pl.Utf8, "b_key": pl.Utf8, "kind": pl.Utf8},
-                             orient="row").unique(maintain_order=True)
+        frame = pl.DataFrame(
+            resolved, schema={"a_key": pl.Utf8, "b_key": pl.Utf8, "kind": pl.Utf8}, orient="row"
+        ).unique(maintain_order=True)
         cols = {
             "tenant_id": [str(tenant.id)] * frame.height,
             a_col: _ids(tenant, a_entity, frame["a_key"].to_list()),
@@ -111,11 +117,17 @@ def slice_tenant(normalized: dict[str, Normalized], tenant: Tenant,
         if kind_col:
             cols[kind_col] = frame["kind"].to_list()
         out.junctions[junction] = pl.DataFrame(cols, schema={k: pl.Utf8 for k in cols})
-        out.link_report[junction] = {"references": links.height, "rows": frame.height,
-                                     "unresolved": len(missing), "examples": sorted(set(missing))[:SAMPLE]}
+        out.link_report[junction] = {
+            "references": links.height,
+            "rows": frame.height,
+            "unresolved": len(missing),
+            "examples": sorted(set(missing))[:SAMPLE],
+        }
         if missing:
-            out.findings.append(f"{junction}: {len(missing)} of {links.height} references name no "
-                                f"{tenant.slug} row, e.g. {', '.join(sorted(set(missing))[:3])}")
+            out.findings.append(
+                f"{junction}: {len(missing)} of {links.height} references name no "
+                f"{tenant.slug} row, e.g. {', '.join(sorted(set(missing))[:3])}"
+            )
     for entity, made in stubs.items():
         _add_stubs(entities[entity], tenant, made)
     return out
@@ -126,12 +138,19 @@ def _add_stubs(part: EntitySlice, tenant: Tenant, made: dict[str, tuple[str, str
     import json
 
     keys = list(made)
-    frame = pl.DataFrame({
-        "legacy_key": keys, "name": [made[k][0] for k in keys],
-        "metadata": [json.dumps({"created_from": made[k][1], "reference": made[k][0]}) for k in keys],
-        "tenants": [[tenant.slug]] * len(keys), "tenant_rule": ["created for a reference"] * len(keys),
-        "_source": ["rules/references.yaml"] * len(keys), "_aliases": [[ref_key(made[k][0])] for k in keys],
-        "id": _ids(tenant, part.entity, keys), "tenant_id": [str(tenant.id)] * len(keys)})
+    frame = pl.DataFrame(
+        {
+            "legacy_key": keys,
+            "name": [made[k][0] for k in keys],
+            "metadata": [json.dumps({"created_from": made[k][1], "reference": made[k][0]}) for k in keys],
+            "tenants": [[tenant.slug]] * len(keys),
+            "tenant_rule": ["created for a reference"] * len(keys),
+            "_source": ["rules/references.yaml"] * len(keys),
+            "_aliases": [[ref_key(made[k][0])] for k in keys],
+            "id": _ids(tenant, part.entity, keys),
+            "tenant_id": [str(tenant.id)] * len(keys),
+        }
+    )
     part.rows = pl.concat([part.rows, frame], how="diagonal_relaxed")
     part.created += len(keys)
 
@@ -149,5 +168,7 @@ def _resolve_ref_columns(out: TenantSlice, part: EntitySlice, refs: dict, indexe
             values.append(str(row_id(out.tenant.id, target, key)) if key else None)
         part.rows = part.rows.with_columns(pl.Series(id_col, values, dtype=pl.Utf8))
         if missing:
-            out.findings.append(f"{part.entity}.{ref_col}: {len(missing)} reference(s) name no {out.tenant.slug} "
-                                f"{target} row, e.g. {', '.join(repr(m) for m in sorted(set(missing))[:3])}")
+            out.findings.append(
+                f"{part.entity}.{ref_col}: {len(missing)} reference(s) name no {out.tenant.slug} "
+                f"{target} row, e.g. {', '.join(repr(m) for m in sorted(set(missing))[:3])}"
+            )

@@ -29,8 +29,10 @@ class EnumMap:
         return self.lookup.get(enum_key(value))
 
     def unknown_message(self, value: str) -> str:
-        return (f"{self.source}: {self.name} {value!r} has no mapping; add it under {self.name}.synonyms "
-                f"(known: {', '.join(self.labels)})")
+        return (
+            f"{self.source}: {self.name} {value!r} has no mapping; add it under {self.name}.synonyms "
+            f"(known: {', '.join(self.labels)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,9 @@ def _load_enums(path: Path) -> dict[str, EnumMap]:
         lookup = {enum_key(label): label for label in labels}
         for label, spellings in ((spec or {}).get("synonyms") or {}).items():
             if label not in labels:
-                raise ConfigError(f"{path}: {name}.synonyms maps to {label!r}, which is not one of its labels "
-                                  f"({', '.join(labels)})")
+                raise ConfigError(
+                    f"{path}: {name}.synonyms maps to {label!r}, which is not one of its labels ({', '.join(labels)})"
+                )
             for s in spellings or ():
                 key = enum_key(str(s))
                 if lookup.get(key, label) != label:
@@ -142,11 +145,19 @@ def _load_tenancy(path: Path, slugs: set[str]) -> dict[str, EntityTenancy]:
         spec = spec or {}
         where = f"{path}: entities.{entity}"
         keywords = tuple(
-            KeywordTenantRule(tuple(r["columns"]), tuple(Keyword.compile(str(w)) for w in r["words"]),
-                              _tenant_list(r["tenants"], slugs, f"{where}.keywords"))
-            for r in spec.get("keywords") or ())
-        out[entity] = EntityTenancy(spec.get("label_key"), spec.get("legacy_ids"), keywords,
-                                    _tenant_list(spec.get("default"), slugs, f"{where}.default"))
+            KeywordTenantRule(
+                tuple(r["columns"]),
+                tuple(Keyword.compile(str(w)) for w in r["words"]),
+                _tenant_list(r["tenants"], slugs, f"{where}.keywords"),
+            )
+            for r in spec.get("keywords") or ()
+        )
+        out[entity] = EntityTenancy(
+            spec.get("label_key"),
+            spec.get("legacy_ids"),
+            keywords,
+            _tenant_list(spec.get("default"), slugs, f"{where}.default"),
+        )
     return out
 
 
@@ -160,5 +171,7 @@ def load_rules(rules_dir: Path | str | None = None, tenants_file: Path | str | N
     areas = _load_areas(folder / "functional_areas.yaml", enums["functional_area"].labels)
     tenancy = _load_tenancy(folder / "tenancy.yaml", {t.slug for t in tenants.tenants})
     refs = folder / "references.yaml"
-    create = {j: tuple((spec or {}).get("create_missing") or ()) for j, spec in (_read(refs) if refs.exists() else {}).items()}
+    create = {
+        j: tuple((spec or {}).get("create_missing") or ()) for j, spec in (_read(refs) if refs.exists() else {}).items()
+    }
     return Rules(tenants, enums, areas, tenancy, create)

@@ -19,8 +19,9 @@ def label_to_slug(rules: Rules) -> dict[str, str]:
     return out
 
 
-def assign_tenants(entity: str, raw: pl.DataFrame, rules: Rules,
-                   labels: dict[str, list[str]]) -> list[tuple[list[str], str, str | None]]:
+def assign_tenants(
+    entity: str, raw: pl.DataFrame, rules: Rules, labels: dict[str, list[str]]
+) -> list[tuple[list[str], str, str | None]]:
     spec = rules.tenancy.get(entity, EntityTenancy())
     slugs = label_to_slug(rules)
     by_legacy = {lid: t.slug for t in rules.tenants.tenants for lid in t.legacy_ids}
@@ -52,8 +53,10 @@ def _from_labels(values: list[str], slugs: dict[str, str], where: str):
         slug = slugs.get(enum_key(v))
         (found if slug else unknown).append(slug or v)
     if unknown:
-        return None, (f"{where}: tenant label {unknown[0]!r} names no tenant; add it to `labels` of a tenant "
-                      f"in rules/tenants.yaml (known: {', '.join(sorted(set(slugs.values())))})")
+        return None, (
+            f"{where}: tenant label {unknown[0]!r} names no tenant; add it to `labels` of a tenant "
+            f"in rules/tenants.yaml (known: {', '.join(sorted(set(slugs.values())))})"
+        )
     return sorted(set(found)), None
 
 
@@ -80,9 +83,14 @@ def _assign(row, spec, slugs, by_legacy, platform, every, labels, entity):
                 elif lid in by_legacy:
                     found.add(by_legacy[lid])
                 else:
-                    return [], "legacy_ids", (
-                        f"{spec.legacy_ids}: legacy tenant id {lid} is not in rules/tenants.yaml "
-                        "(add it to a tenant's legacy_ids, or to platform.legacy_ids)")
+                    return (
+                        [],
+                        "legacy_ids",
+                        (
+                            f"{spec.legacy_ids}: legacy tenant id {lid} is not in rules/tenants.yaml "
+                            "(add it to a tenant's legacy_ids, or to platform.legacy_ids)"
+                        ),
+                    )
             return sorted(found), f"legacy_ids: {spec.legacy_ids}", None
     matched, hits = set(), []
     for rule in spec.keywords:

@@ -5,5 +5,14 @@ from tasks.schema.describe import describe
 from tasks.schema.files import Migration, discover
 from tasks.schema.preflight import Plan, preflight
 
-__all__ = ["Migration", "Plan", "applied", "apply_plan", "describe", "discover", "ensure_vector",
-           "include_schema", "preflight"]
+__all__ = [
+    "Migration",
+    "Plan",
+    "applied",
+    "apply_plan",
+    "describe",
+    "discover",
+    "ensure_vector",
+    "include_schema",
+    "preflight",
+]

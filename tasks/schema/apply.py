@@ -65,7 +65,8 @@ def ensure_vector(conn: psycopg.Connection, schema: str | None) -> str:
     """CREATE EXTENSION vector before anything uses it; make its schema visible on this connection."""
     conn.execute(
         sql.SQL("CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA {}").format(sql.Identifier(schema))
-        if schema else sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")
+        if schema
+        else sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")
     )
     ext_schema = conn.execute(
         "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'"
@@ -79,8 +80,11 @@ def include_schema(conn: psycopg.Connection, schema: str) -> None:
     visible = conn.execute("SELECT current_schemas(false)").fetchone()[0]
     if schema not in visible:
         path = conn.execute("SHOW search_path").fetchone()[0]
-        conn.execute(sql.SQL("SELECT set_config('search_path', {}, false)").format(
-            sql.Literal(f"{path}, {sql.Identifier(schema).as_string(conn)}")))
+        conn.execute(
+            sql.SQL("SELECT set_config('search_path', {}, false)").format(
+                sql.Literal(f"{path}, {sql.Identifier(schema).as_string(conn)}")
+            )
+        )
 
 
 def apply_plan(conn: psycopg.Connection, plan: Plan, on_applied=None) -> list[dict]:
@@ -102,8 +106,7 @@ def apply_plan(conn: psycopg.Connection, plan: Plan, on_applied=None) -> list[di
                 continue
             started = time.monotonic()
             _apply_one(conn, m, plan.params, started)
-            entry = {"version": m.version, "file": m.filename,
-                     "ms": int((time.monotonic() - started) * 1000)}
+            entry = {"version": m.version, "file": m.filename, "ms": int((time.monotonic() - started) * 1000)}
             done.append(entry)
             if on_applied:
                 on_applied(entry)
@@ -126,7 +129,10 @@ def _apply_one(conn: psycopg.Connection, m: Migration, params: dict, started: fl
                     f"    {first}\n"
                     "The file's transaction was rolled back: nothing of it was applied and the ledger is "
                     "unchanged. Fix the file and run bootstrap-schema again.",
-                    file=m.filename, statement=stmt.text, line=stmt.line, cause=cause,
+                    file=m.filename,
+                    statement=stmt.text,
+                    line=stmt.line,
+                    cause=cause,
                 ) from None
         conn.execute(
             "INSERT INTO etl.schema_migrations (version, name, checksum, params, duration_ms) "

@@ -31,8 +31,9 @@ def describe(conn: psycopg.Connection) -> dict:
             sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         ).fetchone()[0]
         qualified = name if schema != "etl" else f"etl.{name}"
-        out_tables.append({"table": qualified, "rows": rows, "tenant_scoped": tenant_scoped,
-                           "rls": rls, "policies": policies})
+        out_tables.append(
+            {"table": qualified, "rows": rows, "tenant_scoped": tenant_scoped, "rls": rls, "policies": policies}
+        )
     enums = conn.execute(
         """
         SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder)
@@ -54,8 +55,10 @@ def describe(conn: psycopg.Connection) -> dict:
     ).fetchone()
     return {
         "vector_extension": {"version": ext[0], "schema": ext[1]} if ext else None,
-        "applied": [{"version": a.version, "file": f"{a.version:04d}_{a.name}.sql", "applied_at": a.applied_at}
-                    for a in applied(conn)],
+        "applied": [
+            {"version": a.version, "file": f"{a.version:04d}_{a.name}.sql", "applied_at": a.applied_at}
+            for a in applied(conn)
+        ],
         "tables": out_tables,
         "enums": {name: list(labels) for name, labels in enums},
         "policies": sum(t["policies"] for t in out_tables),

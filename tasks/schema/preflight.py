@@ -39,7 +39,7 @@ VECTOR_MISSING = (
 @dataclass
 class Plan:
     server_version: str
-    vector: str                      # "installed (0.8.5) in schema public" / "will be created in schema X"
+    vector: str  # "installed (0.8.5) in schema public" / "will be created in schema X"
     vector_schema: str | None
     params: dict
     applied: list[Applied]
@@ -47,8 +47,11 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        lines = [f"server: PostgreSQL {self.server_version}", f"vector extension: {self.vector}",
-                 f"applied: {len(self.applied)} file(s)"]
+        lines = [
+            f"server: PostgreSQL {self.server_version}",
+            f"vector extension: {self.vector}",
+            f"applied: {len(self.applied)} file(s)",
+        ]
         lines += [f"  {a.version:04d}_{a.name}.sql (applied {a.applied_at})" for a in self.applied]
         lines.append(f"pending: {len(self.pending)} file(s)" + ("" if self.pending else ", nothing to do"))
         lines += [f"  {m.filename}" for m in self.pending]
@@ -63,8 +66,7 @@ def preflight(conn: psycopg.Connection, migrations: list[Migration], params: dic
     server_version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
     if version_num < MIN_SERVER_VERSION:
         raise PreflightError(
-            f"the target runs PostgreSQL {server_version}; vital-etl needs PostgreSQL 15 or later. "
-            "Nothing was changed."
+            f"the target runs PostgreSQL {server_version}; vital-etl needs PostgreSQL 15 or later. Nothing was changed."
         )
 
     installed = conn.execute(
@@ -74,9 +76,7 @@ def preflight(conn: psycopg.Connection, migrations: list[Migration], params: dic
     if installed:
         vector, vector_schema = f"installed ({installed[0]}) in schema {installed[1]}", installed[1]
     else:
-        available = conn.execute(
-            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
-        ).fetchone()
+        available = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
         if not available:
             raise PreflightError(VECTOR_MISSING.format(major=version_num // 10000))
         vector_schema = _extension_schema(conn)
@@ -166,8 +166,11 @@ def _conflicts(conn: psycopg.Connection, todo: list[Migration], params: dict) ->
 
 
 def _exists(conn: psycopg.Connection, kind: str, schema: str | None, name: str) -> bool:
-    ns = "coalesce(to_regnamespace(%(schema)s), current_schema()::regnamespace)" if schema else \
-        "current_schema()::regnamespace"
+    ns = (
+        "coalesce(to_regnamespace(%(schema)s), current_schema()::regnamespace)"
+        if schema
+        else "current_schema()::regnamespace"
+    )
     query = {
         "TABLE": f"SELECT 1 FROM pg_class WHERE relname = %(name)s AND relnamespace = {ns}",
         "VIEW": f"SELECT 1 FROM pg_class WHERE relname = %(name)s AND relnamespace = {ns}",
