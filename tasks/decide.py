@@ -1,0 +1,910 @@
+"""What vital-etl decides rather than reads, for one tenant's slice, with evidence:
+
+- functional areas (tasks/normalize/areas.py): overrides, explicit values, inheritance through
+  the links the sources state, the model over the embedding model's vectors, keyword rules,
+  the default;
+- links people can check (tasks/links.py, rules/links.yaml): persona -> org role, persona ->
+  JTBD, agent -> JTBD, by titles first, then by similarity with a margin and a cap per target;
+- reviewers' decisions (rules/overrides/, tasks/review.py), which win over inference;
+- one record per decision (kind, value, source, confidence, evidence) for etl.decisions, the
+  review export and the run report.
+
+`decide_slice` is the whole step without I/O: vectors come from a function (texts -> vectors),
+so the quality bench runs exactly what the flow runs. The task `decide_tenant` gives it the
+embedding cache (or, for a dry run, the model directly) and the override files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from core.catalogue import junction as junction_of
+from core.errors import ConfigError
+from core.settings import RULES_DIR
+from core.yamlfile import read_yaml
+from tasks.embed import TEMPLATES, content_sha256, persona_text
+from tasks.links import LinkRule, load_link_rules, name_overlap, rank_links, title_key, title_parts
+from tasks.normalize.areas import AreaClassifier, ModelView, decide_area, summary_text
+from tasks.normalize.resolve import TenantSlice
+from tasks.normalize.rules import Rules
+from tasks.review import Overrides, load_overrides
+
+Vectors = Callable[[list[str]], np.ndarray]
+
+# areas are decided parents first: a department inherits from its function, a role from its
+# functions (else its departments), a JTBD from the personas the sources link it to
+AREA_ORDER = (
+    "org_functions",
+    "org_departments",
+    "org_roles",
+    "capabilities",
+    "personas",
+    "agents",
+    "prompts",
+    "jobs_to_be_done",
+)
+INHERIT: dict[str, tuple[tuple[str, str], ...]] = {
+    "org_departments": (("function_departments", "org_functions"),),
+    "org_roles": (("function_roles", "org_functions"), ("department_roles", "org_departments")),
+    "jobs_to_be_done": (("jtbd_personas", "personas"),),
+}
+CONFIDENCE_KEYS = (
+    "tenant_keywords",
+    "tenant_default_all",
+    "tenant_default",
+    "created",
+    "match_ambiguous",
+    "match_by_code",
+    "link_title",
+    "link_title_other_area",
+)
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    """rules/decisions.yaml: the review threshold and the confidence of non-area decisions."""
+
+    review_below: float
+    confidence: dict[str, float]
+
+
+def load_decision_rules(path=None) -> DecisionRules:
+    path = Path(path) if path else RULES_DIR / "decisions.yaml"
+    data = read_yaml(path, "decision rules") or {}
+    below = data.get("review_below")
+    conf = {k: v for k, v in (data.get("confidence") or {}).items()}
+    bad = [k for k in CONFIDENCE_KEYS if not isinstance(conf.get(k), (int, float)) or not 0 <= conf[k] <= 1]
+    unknown = sorted(set(conf) - set(CONFIDENCE_KEYS))
+    if not isinstance(below, (int, float)) or not 0 <= below <= 1 or bad or unknown:
+        raise ConfigError(
+            f"{path}: needs review_below and confidence.{{{', '.join(CONFIDENCE_KEYS)}}}, each a number in 0..1"
+            + (f"; wrong or missing: {', '.join(bad)}" if bad else "")
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+    return DecisionRules(float(below), {k: float(v) for k, v in conf.items()})
+
+
+def _meta(row: dict) -> dict:
+    value = row.get("metadata")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value) -> list[str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return [value]
+    return [str(v) for v in value if v] if isinstance(value, (list, tuple)) else []
+
+
+def _join(*parts) -> str:
+    return "\n".join(str(p).strip() for p in parts if isinstance(p, str) and p.strip())
+
+
+def _plain_name(r: dict) -> str:
+    return r.get("title") or r.get("name") or ""
+
+
+def _display_name(r: dict) -> str:
+    return r.get("display_name") or r.get("name") or ""
+
+
+def _name_text(r: dict) -> str:
+    return _join(r.get("display_name") or r.get("name"), r.get("description"))[:2000]
+
+
+# what the model reads per entity: (weight, text) views, their similarities averaged
+VIEWS: dict[str, tuple[tuple[float, Callable[[dict], str]], ...]] = {
+    "org_functions": ((1.0, _name_text),),
+    "org_departments": ((1.0, _name_text),),
+    "org_roles": ((1.0, _name_text),),
+    "capabilities": ((1.0, _name_text),),
+    "agents": ((1.0, _name_text),),
+    "personas": ((1.0, persona_text),),
+    # a job's name is its activity, the statement its situation and outcome: two views
+    "jobs_to_be_done": ((1.0, lambda r: r.get("name") or ""), (1.0, lambda r: r.get("statement") or "")),
+    # a prompt's name is often its agent's; its content says what it asks
+    "prompts": (
+        (0.5, lambda r: r.get("name") or ""),
+        (
+            1.0,
+            lambda r: _join(r.get("description"), (r.get("prompt_starter") or "")[:600], (r.get("body") or "")[:600]),
+        ),
+    ),
+}
+# free-text fields whose template lines (a line found in many rows: headings, standard
+# instructions) are removed before the model or the keyword rules read them
+BOILERPLATE_FIELDS: dict[str, tuple[str, ...]] = {"prompts": ("description", "prompt_starter", "body")}
+BOILERPLATE_SHARE, BOILERPLATE_MIN = 0.01, 5
+
+
+def strip_boilerplate(rows: list[dict], fields: tuple[str, ...]) -> None:
+    """Remove from each row's fields the lines that many rows share (in place)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        for line in {x.strip() for f in fields for x in (r.get(f) or "").splitlines() if x.strip()}:
+            counts[line] = counts.get(line, 0) + 1
+    limit = max(BOILERPLATE_MIN, BOILERPLATE_SHARE * len(rows))
+    common = {line for line, n in counts.items() if n >= limit}
+    for r in rows:
+        for f in fields:
+            if r.get(f):
+                r[f] = "\n".join(x for x in r[f].splitlines() if x.strip() and x.strip() not in common)
+
+
+# the texts similarity links compare (persona and JTBD: their embedding templates)
+LINK_TEXTS: dict[str, Callable[[dict], str]] = {
+    "personas": TEMPLATES["personas"],
+    "jobs_to_be_done": TEMPLATES["jobs_to_be_done"],
+    "agents": _name_text,
+    "org_roles": _name_text,
+}
+
+
+@dataclass
+class Decision:
+    """One thing vital-etl decided rather than read, as the review lists it."""
+
+    kind: str  # area, tenant, link, created, match
+    entity: str  # table, or junction for links
+    key: str  # legacy key (of the link's `a` end)
+    target_key: str  # the link's `b` end; '' otherwise
+    name: str
+    value: str
+    source: str
+    confidence: float
+    evidence: dict
+    margin: float | None = None
+    reviewed: bool = False
+
+    def row(self, tenant: str) -> dict:
+        return {
+            "tenant": tenant,
+            "kind": self.kind,
+            "entity": self.entity,
+            "key": self.key,
+            "target_key": self.target_key,
+            "name": self.name,
+            "value": self.value,
+            "source": self.source,
+            "confidence": round(float(self.confidence), 3),
+            "margin": None if self.margin is None else round(float(self.margin), 3),
+            "evidence": json.dumps(self.evidence, ensure_ascii=False, sort_keys=True, default=str),
+            "reviewed": self.reviewed,
+        }
+
+
+@dataclass
+class Decided:
+    tenant: str
+    decisions: list[Decision] = field(default_factory=list)
+    stale_overrides: list[str] = field(default_factory=list)
+    review_below: float = 0.7
+    links: dict[str, dict[str, int]] = field(default_factory=dict)  # junction -> mapping_source -> rows
+    complete_links: tuple[str, ...] = ()  # junctions whose both ends this run decided
+
+    def summary(self) -> dict:
+        by_kind: dict[str, int] = {}
+        by_source: dict[str, int] = {}
+        for d in self.decisions:
+            by_kind[d.kind] = by_kind.get(d.kind, 0) + 1
+            by_source[d.source] = by_source.get(d.source, 0) + 1
+        below = [d for d in self.decisions if d.confidence < self.review_below]
+        return {
+            "decisions": len(self.decisions),
+            "by_kind": dict(sorted(by_kind.items())),
+            "by_source": dict(sorted(by_source.items())),
+            "review_below": self.review_below,
+            "below_threshold": len(below),
+            "below_threshold_unreviewed": sum(1 for d in below if not d.reviewed),
+            "reviewed": sum(1 for d in self.decisions if d.reviewed),
+            "stale_overrides": list(self.stale_overrides),
+            "links": self.links,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def decide_slice(
+    part: TenantSlice,
+    rules: Rules,
+    vectors: Vectors,
+    *,
+    link_rules: dict[str, LinkRule] | None = None,
+    decision_rules: DecisionRules | None = None,
+    overrides: Overrides | None = None,
+) -> Decided:
+    """Decide areas and links of the slice in place (its rows' area columns, its junction
+    frames), apply the overrides, and return every decision with its evidence."""
+    link_rules = link_rules if link_rules is not None else load_link_rules()
+    dr = decision_rules or load_decision_rules()
+    overrides = overrides or Overrides(part.tenant.slug)
+    out = Decided(part.tenant.slug, review_below=dr.review_below)
+    rows = {e: part.entities[e].rows.to_dicts() for e in AREA_ORDER if e in part.entities}
+    for entity, fields in BOILERPLATE_FIELDS.items():
+        strip_boilerplate(rows.get(entity, []), fields)  # copies: only the area columns go back
+    by_id = {e: {r["id"]: r for r in rs} for e, rs in rows.items()}
+    views = _encode_views(rows, vectors) if vectors else {}
+    model = _train(rows, views, rules, vectors, part, overrides) if vectors else None
+    for entity in AREA_ORDER:
+        if entity not in rows:
+            continue
+        scores = (
+            model.scores(views[entity][0], views[entity][1]) if model and rows[entity] else [None] * len(rows[entity])
+        )
+        for r, s in zip(rows[entity], scores):
+            view = ModelView(s, model.labels) if s is not None else None
+            r["_model_area"], _, r["_model_margin"] = view.top() if view else (None, 0.0, 0.0)
+            _decide_row(entity, r, part, by_id, rules, overrides, view)
+        _write_areas(part, entity, rows[entity])
+        out.decisions += _area_decisions(entity, rows[entity], overrides)
+    out.decisions += _tenant_decisions(part, overrides, dr, len(rules.tenants.tenants))
+    out.decisions += _reference_decisions(part, overrides, dr)
+    _decide_links(part, rows, rules, link_rules, vectors, overrides, out, dr)
+    out.stale_overrides = overrides.unused(part)
+    out.decisions.sort(key=lambda d: (d.confidence, d.kind, d.entity, d.key, d.target_key))
+    return out
+
+
+def _encode_views(rows: dict[str, list[dict]], vectors: Vectors) -> dict[str, tuple[np.ndarray, list[float]]]:
+    texts, where = [], {}
+    for entity, rs in rows.items():
+        for v, (_, fn) in enumerate(VIEWS[entity]):
+            where[(entity, v)] = (len(texts), len(rs))
+            texts += [fn(r) or r.get("name") or r["legacy_key"] for r in rs]
+    flat = vectors(texts) if texts else np.zeros((0, 1), np.float32)
+    out = {}
+    for entity, rs in rows.items():
+        stack = [flat[where[(entity, v)][0] : where[(entity, v)][0] + len(rs)] for v in range(len(VIEWS[entity]))]
+        out[entity] = (
+            np.stack(stack) if rs else np.zeros((len(stack), 0, flat.shape[1])),
+            [w for w, _ in VIEWS[entity]],
+        )
+    return out
+
+
+def _train(rows, views, rules: Rules, vectors: Vectors, part, overrides) -> AreaClassifier:
+    """The model for this tenant: descriptions from rules/, and rows whose area the sources (or
+    a reviewer) state, decided here first without the model."""
+    ar = rules.areas
+    desc = [(a, t) for a, ts in sorted(ar.descriptions.items()) for t in ts]
+    dvec = vectors([t for _, t in desc]) if desc else np.zeros((0, 384), np.float32)
+    by_id = {e: {r["id"]: r for r in rs} for e, rs in rows.items()}
+    examples = []
+    for entity in AREA_ORDER:
+        if entity not in rows:
+            continue
+        for i, r in enumerate(rows[entity]):
+            first = _decide_row(entity, dict(r), part, by_id, rules, overrides, None, keep=False)
+            r["_first"] = first
+            stated = first["functional_area_source"] in ("explicit", "inherited", "override")
+            single = "candidates" not in json.loads(first["functional_area_evidence"])
+            if entity in ar.model.train_from and stated and single:
+                examples.append((entity, first["functional_area"], views[entity][0][-1][i]))
+        # parents' first decisions are what children inherit before the model exists
+        for r in rows[entity]:
+            r["_parent_area"] = r["_first"]["functional_area"]
+    corpus = np.concatenate([v[0].reshape(-1, v[0].shape[-1]) for v in views.values() if v[0].size] + [dvec])
+    return AreaClassifier.train(
+        corpus,
+        [(a, t, v) for (a, t), v in zip(desc, dvec)],
+        examples,
+        min_rows=ar.model.min_rows,
+        remove_components=ar.model.remove_components,
+    )
+
+
+def _inherited(entity: str, r: dict, part: TenantSlice, by_id: dict) -> list[dict]:
+    """Areas of the rows the sources link this row to (parents), nearest kind first."""
+    for junction, parent in INHERIT.get(entity, ()):
+        frame = part.junctions.get(junction)
+        if frame is None or frame.height == 0 or parent not in by_id:
+            continue
+        j = junction_of(junction)
+        mine, theirs = (j.a_col, j.b_col) if j.a == entity else (j.b_col, j.a_col)
+        if "mapping_source" in frame.columns:  # only what the sources state
+            frame = frame.filter(pl.col("mapping_source").is_null() | (pl.col("mapping_source") == "automated"))
+            if "metadata" in frame.columns:
+                frame = frame.filter(pl.col("metadata").is_null())
+        ids = frame.filter(pl.col(mine) == r["id"])[theirs].to_list()
+        found = []
+        for pid in sorted(set(ids)):
+            p = by_id[parent].get(pid)
+            if p is None:
+                continue
+            area = p.get("functional_area") if p.get("_final") else p.get("_parent_area", p.get("functional_area"))
+            found.append({"link": junction, "from": f"{p['legacy_key']} {p.get('name') or ''}".strip(), "area": area})
+        if found:
+            return found
+    return []
+
+
+def _decide_row(entity, r, part, by_id, rules, overrides, view, keep=True) -> dict:
+    current = {k: r.get(k) for k in ("functional_area", "functional_area_source", "functional_area_confidence")}
+    current["functional_area_evidence"] = r.get("functional_area_evidence")
+    cols = decide_area(
+        current,
+        rules,
+        values=r,
+        entity=entity,
+        inherited=_inherited(entity, r, part, by_id),
+        model=view,
+        override=overrides.area(entity, r["legacy_key"]),
+    )
+    if keep:
+        r.update(cols)
+        r["_final"] = True
+    return cols
+
+
+def _write_areas(part: TenantSlice, entity: str, rows: list[dict]) -> None:
+    s = part.entities[entity]
+    cols = {
+        "functional_area": pl.Utf8,
+        "functional_area_source": pl.Utf8,
+        "functional_area_confidence": pl.Float64,
+        "functional_area_evidence": pl.Utf8,
+    }
+    series = [pl.Series(c, [r[c] for r in rows], dtype=t) for c, t in cols.items()]
+    if entity == "jobs_to_be_done":
+        series.append(pl.Series("functional_area_rule", [summary_text(r) for r in rows], dtype=pl.Utf8))
+    s.rows = s.rows.with_columns(series) if rows else s.rows
+
+
+def _area_decisions(entity: str, rows: list[dict], overrides: Overrides) -> list[Decision]:
+    out = []
+    for r in rows:
+        ev = json.loads(r["functional_area_evidence"])
+        src = r["functional_area_source"]
+        plain_explicit = src == "explicit" and not ev.get("candidates") and "contradicted_by_model" not in ev
+        if plain_explicit:
+            continue
+        out.append(
+            Decision(
+                "area",
+                entity,
+                r["legacy_key"],
+                "",
+                r.get("name") or "",
+                r["functional_area"],
+                src,
+                r["functional_area_confidence"],
+                ev,
+                margin=(ev.get("model") or {}).get("margin"),
+                reviewed=overrides.reviewed("area", entity, r["legacy_key"]),
+            )
+        )
+    return out
+
+
+def _tenant_decisions(part: TenantSlice, overrides: Overrides, dr: DecisionRules, n_tenants: int) -> list[Decision]:
+    """Rows whose tenant no source names: a keyword rule or the default of rules/tenancy.yaml decided."""
+    out = []
+    for entity, s in part.entities.items():
+        if s.rows.height == 0 or "tenant_rule" not in s.rows.columns:
+            continue
+        cols = [c for c in ("legacy_key", "name", "tenant_rule", "tenants") if c in s.rows.columns]
+        for r in s.rows.select(cols).iter_rows(named=True):
+            rule = r["tenant_rule"] or ""
+            if rule == "default":
+                source = "default"
+                conf = dr.confidence["tenant_default_all" if len(r["tenants"] or []) == n_tenants else "tenant_default"]
+            elif rule.startswith("keywords"):
+                source, conf = "rule", dr.confidence["tenant_keywords"]
+            else:
+                continue
+            out.append(
+                Decision(
+                    "tenant",
+                    entity,
+                    r["legacy_key"],
+                    "",
+                    r.get("name") or "",
+                    ", ".join(r["tenants"] or []),
+                    source,
+                    conf,
+                    {"tenant_rule": rule, "rules": "rules/tenancy.yaml"},
+                    reviewed=overrides.reviewed("tenant", entity, r["legacy_key"]),
+                )
+            )
+    return out
+
+
+def _reference_decisions(part: TenantSlice, overrides: Overrides, dr: DecisionRules) -> list[Decision]:
+    """Rows created for references that named no row, and names that matched several rows."""
+    out = []
+    for entity, s in part.entities.items():
+        if s.rows.height == 0 or "metadata" not in s.rows.columns:
+            continue
+        names = s.rows["name"].to_list() if "name" in s.rows.columns else [None] * s.rows.height
+        for key, name, text in zip(s.rows["legacy_key"].to_list(), names, s.rows["metadata"].to_list()):
+            m = _meta({"metadata": text})
+            etl = m.get("_etl") if isinstance(m.get("_etl"), dict) else {}
+            created = etl.get("created_from") or m.get("created_from")
+            if created:
+                out.append(
+                    Decision(
+                        "created",
+                        entity,
+                        key,
+                        "",
+                        name or "",
+                        "created",
+                        "rule",
+                        dr.confidence["created"],
+                        {"created_from": created, "reference": etl.get("reference") or m.get("reference")},
+                        reviewed=overrides.reviewed("created", entity, key),
+                    )
+                )
+            for what, conf in (
+                ("ambiguous", dr.confidence["match_ambiguous"]),
+                ("decided_by_code", dr.confidence["match_by_code"]),
+            ):
+                for column, refs in (etl.get(what) or {}).items():
+                    for ref, found in refs.items():
+                        out.append(
+                            Decision(
+                                "match",
+                                entity,
+                                key,
+                                f"{column}:{ref}",
+                                name or "",
+                                "" if what == "ambiguous" else str(found.get("linked", "")),
+                                "rule",
+                                conf,
+                                {what: {"column": column, "reference": ref, "candidates": found}},
+                                reviewed=overrides.reviewed("match", entity, key, f"{column}:{ref}"),
+                            )
+                        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# links
+
+
+@dataclass
+class _Link:
+    a: str
+    b: str
+    source: str  # rule, model, override
+    mapping: str  # automated, ml_model, expert_review
+    score: float
+    confidence: float
+    evidence: dict
+    margin: float | None = None
+
+
+def _decide_links(part, rows, rules, link_rules, vectors, overrides, out: Decided, dr: DecisionRules) -> None:
+    need = {"persona_roles": ("personas", "org_roles"), "jtbd_personas": ("jobs_to_be_done", "personas"),
+            "agent_jtbds": ("agents", "jobs_to_be_done")}  # fmt: skip
+    present = {j for j, (a, b) in need.items() if a in rows and b in rows}
+    if not present:
+        return
+    entities = {e for j in present for e in need[j]}
+    text_vec = {}
+    for e in sorted(entities):
+        texts = [LINK_TEXTS[e](r) or r["legacy_key"] for r in rows[e]]
+        text_vec[e] = vectors(texts) if texts and vectors else np.zeros((len(texts), 1), np.float32)
+    made: dict[str, list[_Link]] = {j: [] for j in present}
+    if "persona_roles" in present:
+        made["persona_roles"] = _persona_roles(
+            rows, text_vec, link_rules.get("persona_roles"), out, overrides, rules, dr, vectors is not None
+        )
+    if "jtbd_personas" in present:
+        made["jtbd_personas"] = _jtbd_personas(
+            part,
+            rows,
+            text_vec,
+            made.get("persona_roles", []),
+            link_rules,
+            out,
+            overrides,
+            rules,
+            dr,
+            vectors is not None,
+        )
+    if "agent_jtbds" in present and "agent_jtbds" in link_rules and vectors:
+        made["agent_jtbds"] = _similar(
+            "agent_jtbds", rows["agents"], text_vec["agents"], rows["jobs_to_be_done"], text_vec["jobs_to_be_done"],
+            link_rules["agent_jtbds"], set(), rules, names=(_display_name, _plain_name),
+        )  # fmt: skip
+    for junction in sorted(present):
+        j = junction_of(junction)
+        links, rejected = _apply_link_overrides(junction, made[junction], rows[j.a], rows[j.b], overrides)
+        _write_links(part, junction, links, rejected)
+        names = {e: {r["legacy_key"]: r.get("name") or "" for r in rows[e]} for e in (j.a, j.b)}
+        for link in links:
+            out.decisions.append(
+                Decision(
+                    "link",
+                    junction,
+                    link.a,
+                    link.b,
+                    f"{names[j.a].get(link.a, '')} -> {names[j.b].get(link.b, '')}",
+                    link.mapping,
+                    link.source,
+                    link.confidence,
+                    link.evidence,
+                    margin=link.margin,
+                    reviewed=overrides.reviewed("link", junction, link.a, link.b),
+                )
+            )
+        counts: dict[str, int] = {}
+        frame = part.junctions.get(junction)
+        if frame is not None and frame.height:
+            ms = frame["mapping_source"].fill_null("automated").to_list() if "mapping_source" in frame.columns else []
+            for m in ms or ["automated"] * frame.height:
+                counts[m] = counts.get(m, 0) + 1
+        out.links[junction] = dict(sorted(counts.items()))
+    # without vectors (migrate --no-embed) the similarity links of earlier runs are kept
+    out.complete_links = tuple(sorted(present)) if vectors else ()
+
+
+def _source_areas(r: dict, rules: Rules) -> set[str]:
+    """The areas a row works in, for similarity links: the one its own text reads as (the model),
+    and its decided area too when that reading is unsure."""
+    model, margin = r.get("_model_area"), r.get("_model_margin") or 0.0
+    if model and margin >= rules.areas.model.min_margin:
+        return {model}
+    return {a for a in (model, r.get("functional_area")) if a}
+
+
+def _similar(
+    junction, src_rows, src_vec, dst_rows, dst_vec, rule: LinkRule, exclude, rules, flip=False, names=None
+) -> list[_Link]:
+    """Similarity links from src to dst rows; flip: the junction's `a` end is dst (jtbd_personas).
+    names: (source name, target name) functions when the rule asks for a name overlap."""
+    overlap = None
+    if names and rule.min_name_overlap > 0:
+        overlap = name_overlap([names[0](r) for r in src_rows], [names[1](r) for r in dst_rows])
+    cands = rank_links(
+        [r["legacy_key"] for r in src_rows],
+        src_vec,
+        [_source_areas(r, rules) for r in src_rows],
+        [r["legacy_key"] for r in dst_rows],
+        dst_vec,
+        [r.get("functional_area") for r in dst_rows],
+        rule,
+        exclude,
+        overlap,
+    )
+    out = []
+    for c in cands:
+        conf = min(0.9, 0.5 + 5 * max(c.margin, 0.0))
+        ev = {
+            "similarity": round(c.similarity, 3),
+            "score": round(c.score, 3),
+            "rank": c.rank,
+            "margin": round(c.margin, 3),
+            "next": c.next_target,
+            "area": c.area,
+            "rules": f"rules/links.yaml {junction}",
+        }
+        if overlap is not None:
+            ev["name_overlap"] = round(c.name_overlap, 3)
+        a, b = (c.target, c.source) if flip else (c.source, c.target)
+        out.append(_Link(a, b, "model", "ml_model", max(0.0, min(1.0, c.similarity)), conf, ev, c.margin))
+    return out
+
+
+def _title_index(rows: list[dict], *getters) -> dict[str, set[str]]:
+    index: dict[str, set[str]] = {}
+    for r in rows:
+        for t in title_parts(*(g(r) for g in getters)):
+            index.setdefault(t, set()).add(r["legacy_key"])
+    return index
+
+
+def _persona_titles(r: dict):
+    m = _meta(r)
+    return [r.get("title"), r.get("name"), _items(m.get("typical_titles"))]
+
+
+def _persona_roles(rows, vec, rule: LinkRule | None, out: Decided, overrides, rules, dr, similarity) -> list[_Link]:
+    """Personas to org roles: a title of the persona that is a role's name; else the most
+    similar role of the persona's area, with a margin over the next."""
+    roles = rows["org_roles"]
+    by_title: dict[str, set[str]] = {}
+    for r in roles:
+        by_title.setdefault(title_key(r.get("name") or ""), set()).add(r["legacy_key"])
+    role_area = {r["legacy_key"]: r.get("functional_area") for r in roles}
+    links, titled = [], set()
+    for p in rows["personas"]:
+        found: dict[str, str] = {}
+        for t in sorted(title_parts(*_persona_titles(p))):
+            for k in sorted(by_title.get(t, ())):
+                found.setdefault(k, t)
+        if len(found) > 1:  # a shared name: the roles of the persona's own areas
+            same = {k: t for k, t in found.items() if role_area[k] in _source_areas(p, rules)}
+            if len(same) >= 1:
+                found = same
+        if len(found) > 1:
+            out.decisions.append(
+                Decision(
+                    "match",
+                    "persona_roles",
+                    p["legacy_key"],
+                    "title",
+                    p.get("title") or p.get("name") or "",
+                    "",
+                    "rule",
+                    dr.confidence["match_ambiguous"],
+                    {"ambiguous": {"titles": sorted(set(found.values())), "candidates": sorted(found)}},
+                    reviewed=overrides.reviewed("match", "persona_roles", p["legacy_key"], "title"),
+                )
+            )
+            continue
+        for k, t in found.items():
+            same_area = role_area[k] in _source_areas(p, rules)
+            links.append(
+                _Link(
+                    p["legacy_key"],
+                    k,
+                    "rule",
+                    "automated",
+                    1.0,
+                    dr.confidence["link_title" if same_area else "link_title_other_area"],
+                    {"title": t, "role_area": role_area[k], "persona_areas": sorted(_source_areas(p, rules))},
+                )
+            )
+            titled.add(p["legacy_key"])
+    if rule and similarity:
+        untitled = [i for i, p in enumerate(rows["personas"]) if p["legacy_key"] not in titled]
+        sims = _similar(
+            "persona_roles",
+            [rows["personas"][i] for i in untitled],
+            vec["personas"][untitled] if untitled else vec["personas"][:0],
+            roles,
+            vec["org_roles"],
+            rule,
+            set(),
+            rules,
+            names=(_plain_name, _plain_name),
+        )
+        links += sims
+    return links
+
+
+def _jtbd_personas(
+    part, rows, vec, persona_roles: list[_Link], link_rules, out: Decided, overrides, rules, dr, similarity
+) -> list[_Link]:
+    """JTBDs to personas: a JTBD's own persona title names the persona (or a role the persona is
+    linked to); then similarity, persona by persona."""
+    personas, jtbds = rows["personas"], rows["jobs_to_be_done"]
+    stated = set()
+    frame = part.junctions.get("jtbd_personas")
+    if frame is not None and frame.height:
+        ids = {r["id"]: r["legacy_key"] for r in jtbds}
+        pids = {r["id"]: r["legacy_key"] for r in personas}
+        for a, b in frame.select("jtbd_id", "persona_id").iter_rows():
+            if a in ids and b in pids:
+                stated.add((ids[a], pids[b]))
+    by_title = _title_index(personas, lambda r: _persona_titles(r))
+    roles = {r["legacy_key"]: r for r in rows.get("org_roles", [])}
+    via_role: dict[str, set[str]] = {}
+    for link in persona_roles:
+        name = title_key(roles.get(link.b, {}).get("name") or "")
+        if name:
+            via_role.setdefault(name, set()).add(link.a)
+    links = []
+    for j in jtbds:
+        m = _meta(j)
+        title = m.get("persona_title") if isinstance(m.get("persona_title"), str) else None
+        if not title or not title.strip():
+            continue
+        t = title_key(title)
+        direct = sorted(by_title.get(t, ()))
+        how = "persona title"
+        if not direct:
+            direct, how = sorted(via_role.get(t, ())), "role title"
+        if len(direct) > 1 and how == "persona title":
+            out.decisions.append(
+                Decision(
+                    "match",
+                    "jtbd_personas",
+                    j["legacy_key"],
+                    "persona_title",
+                    j.get("name") or "",
+                    "",
+                    "rule",
+                    dr.confidence["match_ambiguous"],
+                    {"ambiguous": {"persona_title": title, "candidates": direct}},
+                    reviewed=overrides.reviewed("match", "jtbd_personas", j["legacy_key"], "persona_title"),
+                )
+            )
+            continue
+        for p in direct:
+            if (j["legacy_key"], p) in stated:
+                continue
+            links.append(
+                _Link(
+                    j["legacy_key"],
+                    p,
+                    "rule",
+                    "automated",
+                    1.0,
+                    dr.confidence["link_title"],
+                    {"persona_title": title, "matched": how},
+                )
+            )
+    rule = link_rules.get("jtbd_personas")
+    if rule and similarity:
+        taken = stated | {(x.a, x.b) for x in links}
+        links += _similar(
+            "jtbd_personas", personas, vec["personas"], jtbds, vec["jobs_to_be_done"], rule,
+            {(b, a) for a, b in taken}, rules, flip=True, names=(_plain_name, _plain_name),
+        )  # fmt: skip
+    return links
+
+
+def _apply_link_overrides(junction, links: list[_Link], a_rows, b_rows, overrides: Overrides):
+    """Reviewers' link decisions win: accept makes (or keeps) the link as expert_review, reject
+    removes it, whoever made it. Returns (links, rejected pairs)."""
+    keys_a = {r["legacy_key"] for r in a_rows}
+    keys_b = {r["legacy_key"] for r in b_rows}
+    by_pair = {(x.a, x.b): x for x in links}
+    rejected = set()
+    for (a, b), o in sorted(overrides.links(junction).items()):
+        if a not in keys_a or b not in keys_b:
+            continue  # reported as unused
+        was = by_pair.pop((a, b), None)
+        if o["decision"] == "reject":
+            rejected.add((a, b))
+            continue
+        by_pair[(a, b)] = _Link(
+            a,
+            b,
+            "override",
+            "expert_review",
+            1.0,
+            1.0,
+            {
+                "override": o["evidence"],
+                "was": None if was is None else {"source": was.source, "score": round(was.score, 3)},
+            },
+        )
+    return sorted(by_pair.values(), key=lambda x: (x.a, x.b)), rejected
+
+
+def _write_links(part: TenantSlice, junction: str, links: list[_Link], rejected: set[tuple[str, str]]) -> None:
+    """The inferred links join the stated ones in the slice's junction frame, which the loader
+    writes (a pair decided here replaces the stated row; a rejected pair is dropped)."""
+    j = junction_of(junction)
+    ids = {}
+    for e in (j.a, j.b):
+        rows = part.entities[e].rows
+        ids[e] = dict(zip(rows["legacy_key"].to_list(), rows["id"].to_list())) if rows.height else {}
+    schema = {
+        "tenant_id": pl.Utf8,
+        j.a_col: pl.Utf8,
+        j.b_col: pl.Utf8,
+        "mapping_source": pl.Utf8,
+        "relevance_score": pl.Float64,
+        "metadata": pl.Utf8,
+    }
+    rows = [
+        (
+            str(part.tenant.id),
+            ids[j.a][x.a],
+            ids[j.b][x.b],
+            x.mapping,
+            round(float(x.score), 4),
+            json.dumps(
+                {"source": x.source, "confidence": round(float(x.confidence), 3), "evidence": x.evidence},
+                ensure_ascii=False,
+                sort_keys=True,
+            ),
+        )
+        for x in links
+    ]
+    new = pl.DataFrame(rows, schema=schema, orient="row")
+    old = part.junctions.get(junction)
+    if old is not None and old.height:
+        old = old.with_columns(*(pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in old.columns))
+        drop = {(ids[j.a].get(a), ids[j.b].get(b)) for a, b in rejected}
+        drop |= set(zip(new[j.a_col].to_list(), new[j.b_col].to_list()))
+        keep = [(a, b) not in drop for a, b in zip(old[j.a_col].to_list(), old[j.b_col].to_list())]
+        old = old.filter(pl.Series(keep, dtype=pl.Boolean))
+        new = pl.concat(
+            [old, new.select(old.columns) if set(old.columns) == set(new.columns) else new], how="diagonal_relaxed"
+        )
+    part.junctions[junction] = new
+    report = part.link_report.setdefault(junction, {"references": 0, "rows": 0, "unresolved": 0, "examples": []})
+    report["rows"] = new.height
+
+
+# ---------------------------------------------------------------------------------------------
+# the task
+
+
+def _array(value) -> np.ndarray:
+    """A vector read from pgvector (a numpy array, or pgvector's Vector) as float32."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+
+
+def cached_vectors(dry_run: bool) -> Vectors:
+    """texts -> vectors: through etl.embedding_cache (a text is encoded once, ever, per model);
+    for a dry run, which writes nothing, the model encodes them directly."""
+    from core.settings import model_spec
+    from tasks.model import encode
+
+    spec = model_spec()
+
+    def vectors(texts: list[str]) -> np.ndarray:
+        uniq = sorted(set(texts))
+        if dry_run:
+            found = dict(zip(uniq, encode(spec, uniq))) if uniq else {}
+        else:
+            from pgvector.psycopg import register_vector
+
+            from core.connections import connect, target_dsn
+            from tasks.embed import ensure_cached
+
+            hashes = [content_sha256(spec.model_id, t) for t in uniq]
+            with connect(target_dsn(), autocommit=True) as conn:
+                ensure_cached(conn, spec, uniq, hashes, encode)
+                register_vector(conn)
+                got = dict(
+                    conn.execute(
+                        "SELECT content_sha256, embedding FROM etl.embedding_cache WHERE model = %s "
+                        "AND content_sha256 = ANY(%s)",
+                        (spec.model_id, hashes),
+                    ).fetchall()
+                )
+            found = {t: _array(got[h]) for t, h in zip(uniq, hashes)}
+        return np.array([found[t] for t in texts], dtype=np.float32) if texts else np.zeros((0, spec.dim), np.float32)
+
+    return vectors
+
+
+@task(name="decide", task_run_name="decide-{part.tenant.slug}", cache_policy=NO_CACHE)
+def decide_tenant(part: TenantSlice, rules: Rules, dry_run: bool = False, model: bool = True) -> Decided:
+    """Areas and links of one tenant decided from evidence, with reviewers' overrides applied
+    (the slice is changed in place); returns every decision with its evidence."""
+    vectors = cached_vectors(dry_run) if model else None
+    decided = decide_slice(part, rules, vectors, overrides=load_overrides(part.tenant.slug))
+    s = decided.summary()
+    part.findings.append(
+        f"decisions: {s['decisions']} made by vital-etl ({', '.join(f'{k} {n}' for k, n in s['by_kind'].items())}); "
+        f"{s['below_threshold_unreviewed']} below confidence {s['review_below']} not yet reviewed "
+        f"(vital-etl review export --tenant {part.tenant.slug})"
+    )
+    part.findings += [f"rules/overrides/: {x}" for x in decided.stale_overrides]
+    get_run_logger().info("decide %s: %s", part.tenant.slug, s)
+    return decided
