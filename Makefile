@@ -15,7 +15,7 @@ VITAL_PREFECT_PORT ?= 4200
 # for the targets that talk to the local server started by `make up`
 LOCAL_API := PREFECT_API_URL=http://127.0.0.1:$(VITAL_PREFECT_PORT)/api
 
-.PHONY: setup demo test lint format up down deploy db-start db-stop bootstrap sample rehearse bench clean help
+.PHONY: setup demo test lint format up down deploy db-start db-stop bootstrap sample rehearse bench fidelity quality clean help
 
 help:
 	@echo "make setup      create .venv and install vital-etl with its dependencies"
@@ -30,6 +30,8 @@ help:
 	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
 	@echo "make rehearse   SCHEMA=... DATA=... MANIFEST=...: restore a dump, migrate every tenant into an embedded copy"
 	@echo "make bench      the benchmarks of bench/ (tables printed, JSON in bench/results/); takes ~20 min"
+	@echo "make fidelity   every record of the real VITAL exports compared field by field with what is loaded"
+	@echo "make quality    functional areas and links against the hand-made labels of bench/quality/ (before/after)"
 	@echo "make clean      make down, then remove VITAL_HOME"
 
 setup: $(STAMP)
@@ -111,6 +113,17 @@ bench: setup
 	$(BIN)/python bench/bench_runs.py incremental
 	$(BIN)/python bench/bench_runs.py memory --sizes $(BENCH_MEMORY_SIZES)
 	$(BIN)/python bench/bench_hnsw.py --rows $(BENCH_HNSW_ROWS)
+
+# Fidelity (not a benchmark, no target database): every record of the real VITAL exports in
+# ../shared/vital compared field by field with the rows vital-etl loads for it, per tenant.
+# Fails when a field is lost or changed other than by a documented conversion (README).
+fidelity: setup db-start
+	$(BIN)/python bench/fidelity.py
+
+# Inference quality against the labels of bench/quality/ (rubric: bench/quality/RUBRIC.md):
+# prints the table and writes bench/results/quality.json; no database needed.
+quality: setup
+	$(BIN)/python bench/quality.py
 
 lint: setup
 	$(BIN)/ruff check .

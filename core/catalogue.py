@@ -31,7 +31,8 @@ class Junction:
     """A link table between two entities (arrays of the sources become its rows).
 
     kind: the column that tells links of one pair apart (agent_relations.relation_type).
-    similarity: links may also be inferred by embedding similarity (rules/links.yaml)."""
+    similarity: links are also inferred (tasks/decide.py: title rules, then embedding similarity
+    of the two ends' texts; rules/links.yaml), each with mapping_source and relevance_score."""
 
     name: str
     a: str
@@ -82,6 +83,7 @@ JUNCTIONS: tuple[Junction, ...] = (
     ),
     Junction("jtbd_personas", "jobs_to_be_done", "personas", "jtbd_id", "persona_id", similarity=True),
     Junction("agent_jtbds", "agents", "jobs_to_be_done", "agent_id", "jtbd_id", similarity=True),
+    Junction("persona_roles", "personas", "org_roles", "persona_id", "role_id", similarity=True),
 )
 
 ENTITY_NAMES: tuple[str, ...] = tuple(e.name for e in ENTITIES)

@@ -19,6 +19,10 @@ class ConfigError(TerminalError):
     """A setting, rule file or manifest is missing or wrong."""
 
 
+class ConnectionFailed(TransientError):
+    """The database refused or dropped the connection (down, restarting, unreachable)."""
+
+
 class EmbeddedServerError(TerminalError):
     """The embedded PostgreSQL under VITAL_HOME could not be started or stopped."""
 

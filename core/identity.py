@@ -16,3 +16,11 @@ def tenant_id(slug: str) -> uuid.UUID:
 def row_id(tenant: uuid.UUID | str, entity: str, legacy_key: str) -> uuid.UUID:
     """uuid5 over (tenant id, entity, legacy natural key)."""
     return uuid.uuid5(NAMESPACE, f"{tenant}:{entity}:{legacy_key}")
+
+
+def created_row_id(tenant: uuid.UUID | str, entity: str, reference: str) -> uuid.UUID:
+    """The id of a row created for a reference that named no row (rules/references.yaml).
+
+    Hashed as `tenant:entity/created:reference`, never `tenant:entity:key`: entity names hold
+    no '/' or ':', so no legacy key of a source row can give this id, whatever it is."""
+    return uuid.uuid5(NAMESPACE, f"{tenant}:{entity}/created:{reference}")

@@ -1,26 +1,48 @@
 """Which failures are worth retrying: transient ones (connection lost, serialization failure,
-deadlock), never data or configuration errors. Used as Prefect's retry_condition_fn."""
+deadlock, server shutting down or starting), never data or configuration errors. Used as
+Prefect's retry_condition_fn and by the loader's tenacity loop.
+
+A database error is classified by its SQLSTATE, not by its Python class: psycopg raises
+"index row size exceeds maximum" (54000) as an OperationalError, like a lost connection, yet
+retrying it can never help."""
 
 from __future__ import annotations
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from core.errors import TerminalError, TransientError
 
-TRANSIENT_PG = (
-    psycopg.OperationalError,
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    pg_errors.AdminShutdown,
-    pg_errors.CannotConnectNow,
-)
+# SQLSTATE classes and codes (https://www.postgresql.org/docs/current/errcodes-appendix.html)
+TRANSIENT_CLASSES = ("08", "40")  # connection exception; transaction rollback (serialization, deadlock)
+TRANSIENT_CODES = frozenset({"57P01", "57P02", "57P03"})  # admin / crash shutdown, cannot connect now
+DATA_CLASSES = ("22", "23", "54")  # data exception; integrity violation; program limit (index row size)
+DATA_CODES = frozenset({"P0001"})  # a trigger's or function's plain RAISE EXCEPTION
+
+
+def sqlstate(exc: BaseException | None) -> str | None:
+    return getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
 
 
 def is_transient(exc: BaseException | None) -> bool:
+    """The same call may succeed later: a TransientError, a database error of SQLSTATE class 08
+    or 40 or 57P01-57P03, or a connection that failed without a SQLSTATE (closed, refused)."""
     if exc is None or isinstance(exc, TerminalError):
         return False
-    return isinstance(exc, (TransientError, *TRANSIENT_PG))
+    if isinstance(exc, TransientError):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = sqlstate(exc)
+    if state is None:  # no server answer: the connection itself broke
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in TRANSIENT_CLASSES or state in TRANSIENT_CODES
+
+
+def is_data_error(exc: BaseException | None) -> bool:
+    """The database refused the rows themselves (SQLSTATE class 22, 23, 54 or P0001): isolate
+    and quarantine them, never retry."""
+    state = sqlstate(exc)
+    return state is not None and (state[:2] in DATA_CLASSES or state in DATA_CODES)
 
 
 def retry_transient(task, task_run, state) -> bool:

@@ -7,13 +7,16 @@ from prefect import flow
 
 from core.catalogue import SEARCHABLE
 from core.errors import ConfigError
+from core.params import BatchSize, Name
 from core.settings import model_spec
 from core.tenants import load_tenants
 from tasks.backfill import backfill
 
 
 @flow(name="backfill-embeddings", log_prints=True)
-def backfill_embeddings(tenant: str | None = None, entities: list[str] | None = None, batch_size: int = 1000) -> dict:
+def backfill_embeddings(
+    tenant: Name | None = None, entities: list[Name] | None = None, batch_size: BatchSize = 1000
+) -> dict:
     """Embed rows whose embedding is NULL, stale (text changed) or from another model.
 
     tenant: one tenant (default: all). entities: searchable tables to check (default: all).

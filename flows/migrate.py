@@ -6,31 +6,34 @@ from __future__ import annotations
 from prefect import flow
 
 from core.errors import ConfigError
+from core.params import BatchSize, Name, Seconds
 from core.runner import task_runner
 from sources.manifest import DEFAULT_MANIFEST, load_manifest
+from tasks.decide import decide_tenant
 from tasks.extract import DEFAULT_BATCH_ROWS, load_inputs, read_tenant_labels
 from tasks.fan_out import deployed, run_tenant_deployments
-from tasks.links import link_similar
-from tasks.load import build_indexes
 from tasks.normalize.resolve import slice_tenant
 from tasks.normalize.rules import load_rules
 from tasks.pipeline import extract_and_normalize, load_tenant
 from tasks.report import publish_migration_report, publish_summary_report
-from tasks.runs import begin_run, read_run_summaries, recorded_run, run_parameters
+from tasks.review import record_decisions
+from tasks.runs import begin_run, read_run_summaries, record_verify, recorded_run, run_parameters
+from tasks.search import build_indexes
 from tasks.summary import add_loaded, assert_json, sum_summaries, tenant_summary
-from tasks.verify import verify_target
+from tasks.verify import require_verified, verify_target
 
 
 @flow(name="migrate-tenant", flow_run_name="migrate-{tenant}", log_prints=True, task_runner=task_runner())
 def migrate_tenant(
-    tenant: str,
-    manifest: str | None = None,
-    entities: list[str] | None = None,
+    tenant: Name,
+    manifest: Name | None = None,
+    entities: list[Name] | None = None,
     dry_run: bool = False,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: BatchSize = DEFAULT_BATCH_ROWS,
     embed: bool = True,
 ) -> dict:
-    """Extract -> normalize -> embed -> load -> link -> verify -> report, for one tenant.
+    """Extract -> normalize -> embed -> load -> link -> verify -> report, for one tenant; the
+    run fails (after the report is written) when a verify check fails.
 
     tenant: slug from rules/tenants.yaml. manifest: sources manifest (default: the bundled
     sample). entities: a subset (default: all in the manifest). dry_run: extract, normalize and
@@ -40,25 +43,28 @@ def migrate_tenant(
     labels = read_tenant_labels(m)
     normalized, sources = extract_and_normalize(m, wanted, rules, labels, batch_size)
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
+    decided = decide_tenant(part, rules, dry_run, embed)
     summary = assert_json(tenant_summary(part, normalized, sources, dry_run=dry_run))
     if not dry_run:
         run_id = summary["run_id"] = begin_run(tenant, run_parameters(tenant, m, wanted, batch_size, embed))
         with recorded_run(run_id, summary):
             add_loaded(summary, load_tenant(part, run_id, batch_size, set(wanted) == set(m.entities), embed))
-            summary["similarity_links"] = link_similar(str(part.tenant.id))
+            summary["decisions"] = record_decisions(part, decided, run_id)
             summary["indexes_built"] = build_indexes()
-        summary["verify"] = verify_target(tenant)
+        summary["verify"] = verify_target(tenant, embed)
+        record_verify(run_id, summary["verify"])
     publish_migration_report(summary)
+    require_verified(summary.get("verify"))
     return assert_json(summary)
 
 
 @flow(name="migrate-all", log_prints=True)
 def migrate_all(
-    manifest: str | None = None,
-    tenants: list[str] | None = None,
+    manifest: Name | None = None,
+    tenants: list[Name] | None = None,
     dry_run: bool = False,
-    batch_size: int = DEFAULT_BATCH_ROWS,
-    timeout_s: float = 6 * 3600,
+    batch_size: BatchSize = DEFAULT_BATCH_ROWS,
+    timeout_s: Seconds = 6 * 3600,
 ) -> dict:
     """One migrate-tenant run per tenant: through the migrate-tenant/<tenant> deployments when a
     Prefect server has them (tenants run in parallel on the workers), as subflows otherwise.

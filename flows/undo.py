@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prefect import flow
 
+from core.params import Name
 from tasks.undo import check_confirmation, remove_tenant_rows
 
 
 @flow(name="undo-tenant", flow_run_name="undo-{tenant}", log_prints=True)
-def undo_tenant(tenant: str, confirm: str | None = None) -> dict:
+def undo_tenant(tenant: Name, confirm: str | None = None) -> dict:
     """Remove everything migrate-tenant loaded for `tenant`: catalogue and junction rows,
     chunks, quarantine, runs, id map. `confirm` must repeat the tenant slug."""
     check_confirmation(tenant, confirm)

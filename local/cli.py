@@ -10,6 +10,8 @@ vital-etl undo --tenant T --confirm T   remove everything the tenant's migration
 vital-etl restore --schema S --data D   restore a Supabase dump into the embedded PostgreSQL
 vital-etl up | down                 the local Prefect server + worker (and, for down, the DB)
 vital-etl report --tenant T         the report of the tenant's last completed run
+vital-etl review export --tenant T  the decisions of the tenant's last run, lowest confidence first (CSV)
+vital-etl review import FILE        a filled review file into rules/overrides/ (applied by the next run)
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ import sys
 
 from core.errors import VitalError
 from core.settings import vital_home
+
+
+def _run_flow(flow, **params):
+    """Check the parameters against the flow's signature (one line naming the wrong one, before
+    anything starts), make sure a Prefect API answers, then run the flow."""
+    from core.params import check_parameters
+    from local.services import temporary_api
+
+    params = check_parameters(flow.fn, flow.name, params)
+    temporary_api()
+    return flow(**params)
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -47,7 +60,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from flows.bootstrap import bootstrap_schema
     from tasks.report import schema_report_markdown
 
-    summary = bootstrap_schema(dry_run=args.dry_run, migrations_dir=args.migrations_dir)
+    summary = _run_flow(bootstrap_schema, dry_run=args.dry_run, migrations_dir=args.migrations_dir)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -59,7 +72,8 @@ def _migrate(args: argparse.Namespace) -> int:
     from flows.migrate import migrate_tenant
 
     entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
-    summary = migrate_tenant(
+    summary = _run_flow(
+        migrate_tenant,
         tenant=args.tenant,
         manifest=args.manifest,
         entities=entities,
@@ -89,7 +103,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from flows.verify import verify_tenant
 
-    summary = verify_tenant(tenant=args.tenant)
+    summary = _run_flow(verify_tenant, tenant=args.tenant)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -99,7 +113,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from flows.backfill import backfill_embeddings
 
     entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
-    result = backfill_embeddings(tenant=args.tenant, entities=entities, batch_size=args.batch_size)
+    result = _run_flow(backfill_embeddings, tenant=args.tenant, entities=entities, batch_size=args.batch_size)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -107,7 +121,7 @@ def _backfill(args: argparse.Namespace) -> int:
 def _undo(args: argparse.Namespace) -> int:
     from flows.undo import undo_tenant
 
-    undo_tenant(tenant=args.tenant, confirm=args.confirm)
+    _run_flow(undo_tenant, tenant=args.tenant, confirm=args.confirm)
     return 0
 
 
@@ -131,6 +145,30 @@ def _down(args: argparse.Namespace) -> int:
     if not args.keep_db and embedded().stop():
         stopped.append("embedded PostgreSQL")
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _review(args: argparse.Namespace) -> int:
+    from tasks import review
+
+    if args.action == "export":
+        if not args.tenant:
+            print("vital-etl: review export needs --tenant", file=sys.stderr)
+            return 2
+        _start_what_it_uses()
+        path, n = review.export_decisions(args.tenant, args.out)
+        print(f"{n} decisions of {args.tenant} in {path} (lowest confidence first); fill `decision`, then "
+              f"`vital-etl review import {path}`")  # fmt: skip
+        return 0
+    if not args.file:
+        print("vital-etl: review import needs the review file", file=sys.stderr)
+        return 2
+    result = review.import_decisions(args.file)
+    print(
+        f"{result['imported']} decision(s) imported into {', '.join(result['files']) or 'nothing'} "
+        f"({result['replaced']} replaced an earlier one, {result['empty']} row(s) without a decision skipped); "
+        "the next migrate-tenant run applies them"
+    )
     return 0
 
 
@@ -177,24 +215,35 @@ def _local_prefect_defaults() -> None:
 NEEDS_DATABASE = {"bootstrap", "sample", "migrate", "verify", "backfill", "undo", "restore", "report"}
 
 
-def _start_embedded_when_used() -> None:
+def _start_what_it_uses() -> None:
+    """The embedded PostgreSQL when no DSN is set; a Prefect API when a DSN is in a Secret block."""
     from core.connections import uses_embedded
+    from core.settings import settings
     from local.embedded import embedded
+    from local.services import temporary_api
 
     if uses_embedded():
         embedded().start()
+    if settings().source_dsn_secret or settings().target_dsn_secret:
+        temporary_api()  # Secret blocks are read through the Prefect API
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (and exit status 2), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     _local_prefect_defaults()
     import prefect.main  # noqa: F401  (sets up Prefect's logging handlers, which the filter joins)
+    from prefect.exceptions import ParameterTypeError
 
     from core import logs
 
     logs.install()
-    parser = argparse.ArgumentParser(
-        prog="vital-etl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(prog="vital-etl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="manage the embedded PostgreSQL under VITAL_HOME")
     db.add_argument("action", choices=["start", "stop", "status"])
@@ -239,16 +288,25 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop what `up` started, and the embedded PostgreSQL")
     down.add_argument("--keep-db", action="store_true", help="leave the embedded PostgreSQL running")
     down.set_defaults(func=_down)
+    rev = sub.add_parser("review", help="export the decisions vital-etl made, or import reviewers' answers")
+    rev.add_argument("action", choices=["export", "import"])
+    rev.add_argument("file", nargs="?", help="import: the filled review file")
+    rev.add_argument("--tenant", help="export: the tenant")
+    rev.add_argument("--out", help="export: the CSV to write (default: review-<tenant>.csv)")
+    rev.set_defaults(func=_review)
     rep = sub.add_parser("report", help="print the report of a tenant's last completed migrate-tenant run")
     rep.add_argument("--tenant", required=True)
     rep.set_defaults(func=_report)
     args = parser.parse_args(argv)
     try:
         if args.command in NEEDS_DATABASE:
-            _start_embedded_when_used()
+            _start_what_it_uses()
         return args.func(args)
     except VitalError as exc:
         print(f"vital-etl: {exc}", file=sys.stderr)
+        return 2
+    except ParameterTypeError as exc:  # Prefect's own check, should one differ from check_parameters
+        print(f"vital-etl: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

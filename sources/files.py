@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import math
+import re
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -19,6 +22,7 @@ from uuid import UUID
 
 import polars as pl
 
+from core import jsontext
 from core.errors import TerminalError
 
 
@@ -45,15 +49,46 @@ def canonical(value) -> str | None:
     return str(value)
 
 
+# Per row, the JSON list of the columns whose text is JSON for a value that is not text in the
+# source (a number, boolean, array or object), so that what is kept as-is keeps its type.
+TYPED = "_typed"
+_JSON_LITERAL = re.compile(r"-?(?:0|[1-9]\d{0,17})(?:\.\d{1,17})?(?:[eE][+-]?\d{1,3})?|true|false")
+
+
+def is_typed(value) -> bool:
+    """A value a source holds as a JSON number, boolean, array or object (not as text)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    return isinstance(value, (bool, int, list, tuple, dict)) or hasattr(value, "tolist")
+
+
+def json_cell(value: str) -> bool:
+    """A text cell (CSV) that is JSON for a number, true/false, an array or an object."""
+    s = value.strip()
+    if _JSON_LITERAL.fullmatch(s):
+        return s in ("true", "false") or math.isfinite(float(s))
+    if s[:1] in "[{":
+        try:
+            return isinstance(jsontext.loads(s), (list, dict))
+        except ValueError:
+            return False
+    return False
+
+
 def frame_of(records: list[dict], columns: list[str] | None = None) -> pl.DataFrame:
-    """Records -> a frame of Utf8 columns (the union of keys, first-seen order)."""
+    """Records -> a frame of Utf8 columns (the union of keys, first-seen order), with `_typed`
+    (unless the records bring their own)."""
     if columns is None:
         seen: dict[str, None] = {}
         for r in records:
             seen.update(dict.fromkeys(r))
         columns = list(seen)
     data = {c: [canonical(r.get(c)) for r in records] for c in columns}
-    return pl.DataFrame(data, schema={c: pl.Utf8 for c in columns})
+    if TYPED not in columns:
+        data[TYPED] = [json.dumps([k for k, v in r.items() if is_typed(v)]) for r in records]
+    return pl.DataFrame(data, schema={c: pl.Utf8 for c in data})
 
 
 def _batches(records: list[dict], batch_rows: int, start: int = 1) -> Iterator[pl.DataFrame]:
@@ -85,9 +120,11 @@ def read_json(
 ) -> Iterator[pl.DataFrame]:
     text, info = _text(path)
     try:
-        data = json.loads(text)
+        data = jsontext.parse(text)
     except json.JSONDecodeError as exc:
         raise SourceError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise SourceError(f"{path}: cannot be read as JSON: {exc}") from None
     if isinstance(data, dict):
         if records_key is None:
             lists = [k for k, v in data.items() if isinstance(v, list)]
@@ -100,23 +137,33 @@ def read_json(
         if not isinstance(data.get(records_key), list):
             raise SourceError(f"{path}: no array under key {records_key!r}")
         info["records"] = records_key
-        info["envelope"] = {k: v for k, v in data.items() if k != records_key and not isinstance(v, (list, dict))}
+        info["envelope"] = {
+            k: v
+            for k, v in data.items()
+            if k != records_key and not isinstance(v, (list, dict)) and jsontext.problem(v) is None
+        }
         data = data[records_key]
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
     bad = [i + 1 for i, r in enumerate(data) if not isinstance(r, dict)]
-    records = [
-        r
-        if isinstance(r, dict)
-        else {"_error": f"record {i + 1} is a {type(r).__name__}, not an object", "_raw": canonical(r)}
-        for i, r in enumerate(data)
-    ]
+    records = [_record(r, f"record {i + 1}") for i, r in enumerate(data)]
     info["rows"] = len(records)
     if bad:
         info["non_object_records"] = len(bad)
     if detected is not None:
         detected.update(info)
     yield from _batches(records, batch_rows)
+
+
+def _record(value, where: str) -> dict:
+    """A parsed JSON record, or a record that quarantines it with the reason (not an object,
+    a number too long or infinite, a lone surrogate, nesting too deep)."""
+    why = jsontext.problem(value)
+    if why:
+        return {"_error": f"{where}: {why}", "_raw": jsontext.ascii_dump(value)}
+    if not isinstance(value, dict):
+        return {"_error": f"{where}: a {type(value).__name__}, not an object", "_raw": canonical(value)}
+    return value
 
 
 def read_jsonl(path: Path, batch_rows: int, detected: dict | None = None) -> Iterator[pl.DataFrame]:
@@ -126,28 +173,43 @@ def read_jsonl(path: Path, batch_rows: int, detected: dict | None = None) -> Ite
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-            records.append(
-                obj
-                if isinstance(obj, dict)
-                else {"_error": f"line {n}: a {type(obj).__name__}, not an object", "_raw": line}
-            )
+            records.append(_record(jsontext.parse(line), f"line {n}"))
         except json.JSONDecodeError as exc:
             records.append({"_error": f"line {n}: not valid JSON: {exc.msg}", "_raw": line[:500]})
+        except ValueError as exc:  # nested too deeply
+            records.append({"_error": f"line {n}: {exc}", "_raw": line[:500]})
     info["rows"] = len(records)
     if detected is not None:
         detected.update(info)
     yield from _batches(records, batch_rows)
 
 
+def junk_title(first: str, rest: str, delimiter: str, sample: int = 20) -> str | None:
+    """Why `first` is a title line and not the header of `rest`, or None when it may be the
+    header: it is one cell (no delimiter), while every one of the next `sample` records has
+    several cells (read as CSV, so a quoted delimiter inside a cell does not count)."""
+    if delimiter in first or not first.strip():
+        return None
+    try:
+        records = csv.reader(io.StringIO(rest, newline=""), delimiter=delimiter, strict=True)
+        counts = [len(cells) for cells in itertools.islice((c for c in records if any(x.strip() for x in c)), sample)]
+    except csv.Error:
+        return None
+    if not counts or min(counts) < 2:
+        return None
+    return f"one cell, while the {len(counts)} record(s) after it have {min(counts)} or more: not a header"
+
+
 def read_csv(path: Path, batch_rows: int, delimiter: str = ",", detected: dict | None = None) -> Iterator[pl.DataFrame]:
-    """RFC-4180 CSV, all cells as text. A junk first line (a title, no delimiter, while the next
-    line has several) is skipped and reported; rows with the wrong number of cells are
-    quarantined with that reason."""
+    """RFC-4180 CSV, all cells as text. A junk first line (a title) is skipped and reported
+    only when it cannot be the header of the rest (see `junk_title`); rows with the wrong number
+    of cells are quarantined with that reason."""
     text, info = _text(path)
     first, _, rest = text.partition("\n")
-    if first.count(delimiter) == 0 and rest.split("\n", 1)[0].count(delimiter) >= 1:
+    why = junk_title(first, rest, delimiter)
+    if why:
         info["skipped_first_line"] = first.strip()[:80]
+        info["skipped_first_line_reason"] = why
         text = rest
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
@@ -173,7 +235,9 @@ def read_csv(path: Path, batch_rows: int, delimiter: str = ",", detected: dict |
                     }
                 )
                 continue
-            records.append(dict(zip(header, cells)))
+            record = dict(zip(header, cells))
+            record[TYPED] = json.dumps([k for k, v in record.items() if json_cell(v)])
+            records.append(record)
     except csv.Error as exc:
         raise SourceError(f"{path}: malformed CSV at line {reader.line_num}: {exc}") from None
     info["rows"] = len(records)
@@ -198,8 +262,8 @@ def read_parquet(path: Path, batch_rows: int, detected: dict | None = None) -> I
 
 
 def read_markdown(folder: Path, batch_rows: int, detected: dict | None = None) -> Iterator[pl.DataFrame]:
-    """One row per .md file: path (relative to the folder), title (first heading, else the file
-    name), content."""
+    """One row per .md file: path (relative to the folder) and content, as the file has them
+    (the normalizer takes the title from the content)."""
     records = []
     for path in sorted(folder.rglob("*.md")):
         try:
@@ -207,22 +271,7 @@ def read_markdown(folder: Path, batch_rows: int, detected: dict | None = None) -
         except UnicodeDecodeError:
             records.append({"path": str(path.relative_to(folder)), "_error": "not UTF-8"})
             continue
-        title = next(
-            (
-                line.lstrip("#").strip()
-                for line in content.splitlines()
-                if line.startswith("#") and line.lstrip("#").strip()
-            ),
-            path.stem.replace("_", " "),
-        )
-        records.append(
-            {
-                "path": str(path.relative_to(folder)),
-                "title": title,
-                "content": content,
-                "bytes": len(content.encode("utf-8")),
-            }
-        )
+        records.append({"path": str(path.relative_to(folder)), "content": content})
     if detected is not None:
         detected.update({"rows": len(records), "format": "markdown"})
     yield from _batches(records, batch_rows)

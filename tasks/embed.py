@@ -54,6 +54,35 @@ def _labelled(label: str, value) -> str | None:
     return f"{label}: {value}" if value else None
 
 
+def _list(value) -> list:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return [value]
+    return [x for x in value if x] if isinstance(value, (list, tuple)) else []
+
+
+def persona_text(r: dict) -> str:
+    """A persona with its real content, wherever the source keeps it (the medical-affairs
+    personas keep theirs in metadata): title, description, function, department, typical
+    titles, responsibilities, capabilities, key need, goals, pain points, background."""
+    m = _meta(r)
+    return _join(
+        r.get("title") or r.get("name"),
+        r.get("description"),
+        _labelled("Function", m.get("function")),
+        _labelled("Department", r.get("department")),
+        _labelled("Typical titles", _list(m.get("typical_titles"))),
+        _labelled("Responsibilities", _list(r.get("responsibilities")) or _list(m.get("key_responsibilities"))),
+        _labelled("Capabilities", _list(m.get("capabilities"))),
+        _labelled("Key need", m.get("key_need")),
+        _labelled("Goals", _list(r.get("goals")) or _list(m.get("goals"))),
+        _labelled("Pain points", _list(r.get("pain_points")) or _list(m.get("pain_points"))),
+        _labelled("Background", m.get("typical_background")),
+    )
+
+
 # entity -> row -> text. Rows are dicts of the target table's columns (metadata may be JSON text).
 TEMPLATES: dict[str, Callable[[dict], str]] = {
     "agents": lambda r: _join(
@@ -62,12 +91,7 @@ TEMPLATES: dict[str, Callable[[dict], str]] = {
         _labelled("Functional area", r.get("functional_area")),
         _labelled("Capabilities", _meta(r).get("legacy_capabilities")),
     ),
-    "personas": lambda r: _join(
-        r.get("title") or r.get("name"),
-        r.get("description"),
-        _labelled("Department", r.get("department")),
-        _labelled("Responsibilities", r.get("responsibilities")),
-    ),
+    "personas": lambda r: persona_text(r),
     "jobs_to_be_done": lambda r: _join(r.get("name"), r.get("statement")),
     "prompts": lambda r: _join(r.get("name"), r.get("description"), r.get("body")),
     "tools": lambda r: _join(r.get("name"), r.get("description"), _labelled("Tags", r.get("tags"))),

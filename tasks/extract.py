@@ -14,19 +14,22 @@ from prefect.cache_policies import NO_CACHE
 from core.catalogue import ENTITY_NAMES
 from core.errors import ConfigError
 from core.retry import IO_RETRIES
-from sources.files import read_csv, read_json, read_jsonl, read_markdown, read_parquet
+from sources.files import TYPED, read_csv, read_json, read_jsonl, read_markdown, read_parquet
 from sources.legacy_pg import read_postgres
 from sources.manifest import (
     DEFAULT_MANIFEST,
     LabelSpec,
     Manifest,
+    ManifestError,
     SourceSpec,
     check_sources,
     load_manifest,
     source_dsn_of,
 )
+from tasks.normalize.base import Rec
 from tasks.normalize.common import parse_list
 from tasks.normalize.rules import Rules, load_rules
+from tasks.normalize.tenancy import LabelFile
 
 DEFAULT_BATCH_ROWS = 5000
 
@@ -51,10 +54,26 @@ def read_batches(spec: SourceSpec, manifest: Manifest, batch_rows: int, detected
     elif spec.kind == "markdown":
         batches = read_markdown(spec.path, batch_rows, detected)
     else:
-        batches = read_postgres(source_dsn_of(spec, manifest), spec.sql, batch_rows, detected)
+        dsn = source_dsn_of(spec, manifest)
+        batches = read_postgres(
+            dsn, spec.sql, batch_rows, detected, manifest.timezone, label=f"{spec.where} source {spec.label}"
+        )
     tenants = json.dumps(list(spec.tenants)) if spec.tenants else None
     for frame in batches:
         rename = {old: new for old, new in spec.rename.items() if old in frame.columns}
+        clash = next(((o, n) for o, n in rename.items() if n in frame.columns and n not in rename), None)
+        if clash:
+            raise ManifestError(
+                f"{spec.where}.rename: {clash[0]!r} -> {clash[1]!r}, but the source already has a column "
+                f"{clash[1]!r}; rename that one too, or choose another new name"
+            )
+        if rename and TYPED in frame.columns:  # `_typed` names columns: rename them there too
+            frame = frame.with_columns(
+                pl.col(TYPED).map_elements(
+                    lambda t, names=rename: json.dumps([names.get(c, c) for c in json.loads(t)]),
+                    return_dtype=pl.Utf8,
+                )
+            )
         yield frame.rename(rename).with_columns(
             pl.lit(spec.label).alias("_source"), pl.lit(tenants, dtype=pl.Utf8).alias("_tenants")
         )
@@ -70,18 +89,23 @@ def extract_entity(manifest: Manifest, entity: str, batch_rows: int = DEFAULT_BA
     return Extracted(entity, frame, sources)
 
 
-def read_labels(spec: LabelSpec, manifest: Manifest) -> dict[str, list[str]]:
-    """A tenant-label file as {row key: [labels]} (e.g. agent id -> ["pharma", "digital_health"])."""
+def read_labels(spec: LabelSpec, manifest: Manifest) -> LabelFile:
+    """A tenant-label file: {row key: [labels]} (e.g. agent id -> ["pharma", "digital_health"]),
+    and every row's columns with their source types (kept on the row they name)."""
     out: dict[str, list[str]] = {}
+    rows: dict[str, dict] = {}
     for frame in read_batches(spec.source, manifest, DEFAULT_BATCH_ROWS, {}):
-        for key, labels in frame.select(spec.key, spec.labels).iter_rows():
-            if key:
+        for row in frame.iter_rows(named=True):
+            key, labels = row.get(spec.key), row.get(spec.labels)
+            if key and key.strip():
                 out[key.strip()] = (
                     parse_list(labels)
                     if labels and labels.strip()[:1] in "[{"
                     else [x.strip() for x in (labels or "").split(",") if x.strip()]
                 )
-    return out
+                rec = Rec(row)
+                rows[key.strip()] = {k: rec.value(k) for k, v in row.items() if not k.startswith("_") and v is not None}
+    return LabelFile(out, rows, spec.source.label)
 
 
 @task(name="load-manifest-and-rules", cache_policy=NO_CACHE)
@@ -103,7 +127,7 @@ def load_inputs(manifest: str | None, tenant: str, entities: list[str] | None) -
 
 
 @task(name="read-tenant-labels", cache_policy=NO_CACHE, **IO_RETRIES)
-def read_tenant_labels(manifest: Manifest) -> dict[str, dict[str, list[str]]]:
+def read_tenant_labels(manifest: Manifest) -> dict[str, LabelFile]:
     return {entity: read_labels(spec, manifest) for entity, spec in manifest.tenant_labels.items()}
 
 

@@ -6,9 +6,11 @@ UPDATE into the target, one transaction per batch.
 - Unchanged rows are not touched (the update runs only WHERE the values are DISTINCT), so a
   re-run with no source change changes nothing, updated_at included.
 - Searchable tables take their vector from etl.embedding_cache by (model, content_sha256).
-- Transient errors (connection lost, serialization failure, deadlock) retry the batch on a new
-  connection (tenacity). A batch that fails for a data reason is bisected until the bad rows
-  are isolated; they are returned for quarantine with the database's message, the rest loads.
+- Errors are classified by SQLSTATE (core/retry.py). Transient ones (08 connection, 40
+  serialization/deadlock, 57P01-03 shutdown) retry the batch on a new connection (tenacity).
+  A batch that fails for a data reason (22, 23, 54 such as "index row size exceeds maximum",
+  P0001 a trigger's RAISE EXCEPTION) is bisected, never retried, until the bad rows are
+  isolated; they are returned for quarantine with the database's message, the rest loads.
 """
 
 from __future__ import annotations
@@ -22,20 +24,16 @@ from datetime import date, datetime
 import psycopg
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from psycopg import errors as pg_errors
 from psycopg import sql
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from core.catalogue import SEARCHABLE, SELF_REFERENCES
+from core.catalogue import SELF_REFERENCES
 from core.connections import connect, target_dsn
 from core.errors import TransientError
-from core.retry import IO_RETRIES, is_transient
-from core.settings import settings
+from core.retry import IO_RETRIES, is_data_error, is_transient
 
 log = logging.getLogger(__name__)
-DATA_ERRORS = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.InvalidTextRepresentation)
 SKIP_UPDATE = {"id", "created_at", "updated_at"}
-INDEX_LOCK = 0x5649_5449  # one vector-index build at a time per database
 
 
 @dataclass(frozen=True)
@@ -212,7 +210,9 @@ def load_rows(
         try:
             result.written += attempt(batch)
             result.loaded += len(batch)
-        except DATA_ERRORS as exc:
+        except psycopg.Error as exc:
+            if not is_data_error(exc):  # by SQLSTATE: 22, 23, 54, P0001 (core/retry.py)
+                raise
             if len(batch) == 1:
                 diag = exc.diag
                 reason = (diag.message_primary or str(exc)).strip()
@@ -229,36 +229,14 @@ def load_rows(
         for start in range(0, len(rows), batch_size):
             result.batches += 1
             load(rows[start : start + batch_size])
-    except psycopg.OperationalError as exc:
-        raise TransientError(f"{table}: the database connection failed {attempts} times: {exc}") from None
+    except psycopg.Error as exc:
+        if is_transient(exc):
+            raise TransientError(f"{table}: the database connection failed {attempts} times: {exc}") from None
+        raise
     finally:
         if conn_box.get("c") is not None:
             conn_box["c"].close()
     return result
-
-
-def build_vector_indexes(dsn: str, tables: list[str]) -> list[str]:
-    """HNSW (cosine) on each table's embedding, after the bulk load, with a raised
-    maintenance_work_mem (VITAL_MAINTENANCE_WORK_MEM, default 1GB). Existing indexes are kept."""
-    made = []
-    mem = settings().maintenance_work_mem
-    with connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(mem)))
-        conn.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))  # tenants may finish together
-        try:
-            for table in tables:
-                name = f"{table}_embedding_hnsw"
-                if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
-                    conn.execute(
-                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-                            sql.Identifier(name), sql.Identifier(table)
-                        )
-                    )
-                    made.append(name)
-                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
-    return made
 
 
 def parents_first(rows: list[dict], column: str) -> list[dict]:
@@ -299,8 +277,3 @@ def load_table(table: str, rows: list[dict], tenant: str, batch_size: int) -> Lo
         total.retries += r.retries
         total.failed += r.failed
     return total
-
-
-@task(name="build-vector-indexes", cache_policy=NO_CACHE, **IO_RETRIES)
-def build_indexes() -> list[str]:
-    return build_vector_indexes(target_dsn(), list(SEARCHABLE))

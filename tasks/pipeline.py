@@ -17,7 +17,7 @@ from tasks.normalize.resolve import TenantSlice
 from tasks.normalize.rules import Rules
 from tasks.prepare import rows_for_load, with_hashes
 from tasks.runs import record_id_map, write_quarantine
-from tasks.sync import count_stale_rows, prune_derived_links, prune_stale_chunks
+from tasks.sync import count_stale_rows, prune_derived_links, prune_stale_chunks, stamp_links
 
 
 def extract_and_normalize(
@@ -37,10 +37,12 @@ def extract_and_normalize(
 
 def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool, embed_now: bool = True) -> dict:
     """Embed and load every entity of the slice, then its junction rows; quarantine rejects.
-    complete: the run covers every entity of the manifest, so junction rows it no longer
-    derives can be pruned."""
+    complete: the run covers every entity of the manifest, so rows the sources no longer have
+    are counted. Junction rows this run would derive from the same sources but no longer does
+    are removed and counted (tasks/sync.py)."""
     tenant, spec = part.tenant, model_spec()
     counts: dict[str, dict] = {}
+    origins: dict[str, dict[str, str | None]] = {}  # entity -> {id: source} of the rows loaded
     refused: list[dict] = []
     findings: list[str] = []
     for entity, s in part.entities.items():
@@ -71,6 +73,7 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
                 for row, reason in result.failed
             ]
             failed_keys = {row.get("legacy_key") for row, _ in result.failed}
+            origins[table] = {r["id"]: r.get("_source") for r in table_rows if r.get("legacy_key") not in failed_keys}
             record_id_map(
                 tenant.slug,
                 table,
@@ -99,15 +102,19 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
                 )
     junctions = {}
     for junction, frame in part.junctions.items():
-        rows = frame.to_dicts()
+        rows = stamp_links(junction, frame.to_dicts(), origins)
         result = load_table(junction, rows, tenant.slug, batch_size)
-        if complete:
-            prune_derived_links(junction, tenant.slug, str(tenant.id), rows)
+        removed = prune_derived_links(junction, tenant.slug, str(tenant.id), rows, origins)
+        if removed:
+            findings.append(
+                f"{junction}: removed {removed} link(s) that an earlier run derived from the same sources "
+                "and that the sources no longer state"
+            )
         write_quarantine(
             run_id,
             tenant.slug,
             junction,
             [(None, f"database refused the row: {reason}", row) for row, reason in result.failed],
         )
-        junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed)}
+        junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed), "removed": removed}
     return {"entities": counts, "junctions": junctions, "refused": refused, "findings": findings}

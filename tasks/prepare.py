@@ -1,5 +1,6 @@
 """Rows ready for the loader: a tenant's normalized rows as dicts of target columns, with the
-provenance (source, row, tenant rule) folded into metadata and the embedding hash set."""
+provenance (source, row, tenant rule) folded into metadata under its reserved key `_etl` (legacy
+values keep their own keys: provenance never replaces one) and the embedding hash set."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import polars as pl
 
 from core.catalogue import SEARCHABLE
 from tasks.embed import texts_and_hashes
+from tasks.normalize.base import RESERVED
 
 PROVENANCE = {"_source": "source", "_row": "source_row", "tenant_rule": "tenant_rule"}
 
@@ -17,7 +19,8 @@ def rows_for_load(frame: pl.DataFrame) -> list[dict]:
     rows = []
     for r in frame.iter_rows(named=True):
         meta = json.loads(r.get("metadata") or "{}")
-        meta.update({name: r[col] for col, name in PROVENANCE.items() if r.get(col) is not None})
+        etl = meta.setdefault(RESERVED, {})
+        etl.update({name: r[col] for col, name in PROVENANCE.items() if r.get(col) is not None})
         r["metadata"] = meta
         rows.append(r)
     return rows

@@ -84,12 +84,8 @@ def migration_report_markdown(summary: dict) -> str:
         ]
     if summary["findings"]:
         lines += ["", "## Data-quality findings", ""] + [f"- {f}" for f in summary["findings"]]
-    if summary.get("similarity_links"):
-        lines += [
-            "",
-            "Links by embedding similarity (mapping_source ml_model): "
-            + ", ".join(f"{j} {n}" for j, n in summary["similarity_links"].items()),
-        ]
+    if summary.get("decisions"):
+        lines += decisions_markdown(summary["tenant"], summary["decisions"])
     if summary.get("verify"):
         v = summary["verify"]
         lines += ["", f"## verify-tenant: {'passed' if v['passed'] else 'FAILED'}", ""]
@@ -104,6 +100,37 @@ def migration_report_markdown(summary: dict) -> str:
             reasons[f"{q['entity']}: {q['reason']}"] = reasons.get(f"{q['entity']}: {q['reason']}", 0) + 1
         lines += ["", "## Quarantined", ""] + [f"- {n} x {r}" for r, n in sorted(reasons.items())]
     return "\n".join(lines) + "\n"
+
+
+def decisions_markdown(tenant: str, d: dict) -> list[str]:
+    """What vital-etl decided rather than read (tasks/decide.py), and what waits for a reviewer."""
+    lines = [
+        "",
+        "## Decisions",
+        "",
+        f"{d['decisions']} values and links were decided rather than read ("
+        + ", ".join(f"{k} {n}" for k, n in d["by_kind"].items())
+        + "); by evidence: "
+        + ", ".join(f"{k} {n}" for k, n in d["by_source"].items())
+        + ".",
+        "",
+        f"**{d['below_threshold_unreviewed']} decision(s) below confidence {d['review_below']} are not yet reviewed** "
+        f"({d['below_threshold']} below it in all, {d['reviewed']} reviewed): "
+        f"`vital-etl review export --tenant {tenant}`, fill `decision`, `vital-etl review import FILE`.",
+    ]
+    if d.get("links"):
+        lines += [
+            "",
+            "| junction | " + " | ".join(("automated", "ml_model", "expert_review")) + " |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {j} | " + " | ".join(str(c.get(k, 0)) for k in ("automated", "ml_model", "expert_review")) + " |"
+            for j, c in d["links"].items()
+        ]
+    if d.get("stale_overrides"):
+        lines += ["", "Overrides that match no row any more:", ""] + [f"- {x}" for x in d["stale_overrides"]]
+    return lines
 
 
 def publish_table(key: str, rows: list[dict], description: str) -> None:

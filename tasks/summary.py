@@ -82,8 +82,7 @@ def sum_summaries(summaries: dict[str, dict]) -> dict:
         "dry_run": all(s.get("dry_run") for s in summaries.values()),
         "entities": entities,
         "junctions": {
-            j: {"rows": c.get("rows", 0), "references": c.get("references", 0), "unresolved": c.get("unresolved", 0)}
-            for j, c in junctions.items()
+            j: {k: c.get(k, 0) for k in ("rows", "references", "unresolved", "removed")} for j, c in junctions.items()
         },
         "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
         "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],

@@ -1,8 +1,15 @@
 """Keeping the target in step with the sources on re-runs: derived rows (chunks, junction rows
 from source arrays) that a run no longer derives are removed; catalogue rows the sources no
-longer have are only counted (reported, kept)."""
+longer have are only counted (reported, kept).
+
+A junction row records where its two ends came from (`metadata.derived_from`: the source of
+each end's row). A run removes a link only when it read both ends itself, from those same
+sources, and no longer derives the link: a narrower manifest, a subset of entities or another
+source for the same rows removes nothing."""
 
 from __future__ import annotations
+
+import json
 
 import psycopg
 from prefect import task
@@ -22,19 +29,53 @@ def prune_chunks(conn: psycopg.Connection, tenant_id: str, document_ids: list[st
     ).rowcount
 
 
-def prune_links(conn: psycopg.Connection, junction: str, tenant_id: str, rows: list[dict]) -> int:
-    """The tenant's automated junction rows that are not among `rows` (this run's)."""
+def stamp_links(junction: str, rows: list[dict], origins: dict[str, dict[str, str | None]]) -> list[dict]:
+    """Each junction row's metadata gets `derived_from`: {end column: source of that end's row}.
+    origins: entity -> {row id: source} of the rows this run loaded."""
+    j = junction_of(junction)
+    for r in rows:
+        meta = r.get("metadata") or {}
+        meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
+        meta["derived_from"] = {
+            j.a_col: origins.get(j.a, {}).get(r[j.a_col]),
+            j.b_col: origins.get(j.b, {}).get(r[j.b_col]),
+        }
+        r["metadata"] = meta
+    return rows
+
+
+def prune_links(
+    conn: psycopg.Connection, junction: str, tenant_id: str, rows: list[dict], origins: dict[str, dict[str, str | None]]
+) -> int:
+    """The tenant's automated junction rows that this run would derive (both ends read by this run,
+    from the sources recorded on the link) but no longer does; `rows` are this run's links."""
     j = junction_of(junction)
     a_col, b_col, kind_col = j.a_col, j.b_col, j.kind
     keys = [(r[a_col], r[b_col], r.get(kind_col) if kind_col else "") for r in rows]
     kind_match = sql.SQL("AND k.t = j.{}").format(sql.Identifier(kind_col)) if kind_col else sql.SQL("")
+    a_ends, b_ends = origins.get(j.a, {}), origins.get(j.b, {})
     return conn.execute(
         sql.SQL(
-            """DELETE FROM {j} j WHERE j.tenant_id = %s AND j.mapping_source = 'automated' AND NOT EXISTS (
-             SELECT 1 FROM unnest(%s::uuid[], %s::uuid[], %s::text[]) AS k(a, b, t)
-             WHERE k.a = j.{a} AND k.b = j.{b} {kind})"""
+            """DELETE FROM {j} j WHERE j.tenant_id = %s AND j.mapping_source = 'automated'
+             AND EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::text[]) AS e(id, source)
+                         WHERE e.id = j.{a} AND e.source = j.metadata -> 'derived_from' ->> %s)
+             AND EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::text[]) AS e(id, source)
+                         WHERE e.id = j.{b} AND e.source = j.metadata -> 'derived_from' ->> %s)
+             AND NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::uuid[], %s::text[]) AS k(a, b, t)
+                             WHERE k.a = j.{a} AND k.b = j.{b} {kind})"""
         ).format(j=sql.Identifier(junction), a=sql.Identifier(a_col), b=sql.Identifier(b_col), kind=kind_match),
-        (tenant_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+        (
+            tenant_id,
+            list(a_ends),
+            list(a_ends.values()),
+            a_col,
+            list(b_ends),
+            list(b_ends.values()),
+            b_col,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        ),
     ).rowcount
 
 
@@ -56,11 +97,11 @@ def prune_stale_chunks(tenant_id: str, document_ids: list[str], chunk_ids: list[
 
 
 @task(name="prune-links", task_run_name="prune-{junction}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def prune_derived_links(junction: str, tenant: str, tenant_id: str, rows: list[dict]) -> int:
-    """Junction rows derived from the sources (mapping_source automated) that this run no longer
-    derives (the source changed) go, so re-runs converge on the sources."""
+def prune_derived_links(junction: str, tenant: str, tenant_id: str, rows: list[dict], origins: dict) -> int:
+    """Links derived from the same sources by an earlier run that this run no longer derives (the
+    source changed) go, so re-runs converge on the sources; returns how many (the summary counts them)."""
     with connect(target_dsn(), autocommit=True) as conn:
-        return prune_links(conn, junction, tenant_id, rows)
+        return prune_links(conn, junction, tenant_id, rows, origins)
 
 
 @task(name="count-stale", task_run_name="count-stale-{table}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)

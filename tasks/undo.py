@@ -1,5 +1,5 @@
 """The rollback of a migration: remove everything migrate-tenant loaded for one tenant
-(catalogue rows, junction rows, chunks, quarantine, runs, id map). The tenant row itself and
+(catalogue rows, junction rows, chunks, quarantine, runs, id map, decisions). The tenant row itself and
 the shared embedding cache stay; other tenants are not touched."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def undo_tenant(conn: psycopg.Connection, tenant: str, tenant_id: str) -> dict[s
             removed[table] = conn.execute(
                 sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)), (tenant_id,)
             ).rowcount
-        for table in ("quarantine", "id_map", "runs"):
+        for table in ("quarantine", "id_map", "decisions", "runs"):
             removed[f"etl.{table}"] = conn.execute(
                 sql.SQL("DELETE FROM etl.{} WHERE tenant_slug = %s").format(sql.Identifier(table)), (tenant,)
             ).rowcount

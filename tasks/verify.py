@@ -11,10 +11,12 @@ from psycopg import sql
 
 from core.catalogue import CATALOGUE_TABLES, JUNCTIONS, SEARCHABLE
 from core.connections import connect, target_dsn
+from core.errors import TerminalError
 from core.retry import IO_RETRIES
 from core.settings import model_spec
 from core.tenants import load_tenants
 from tasks.runs import last_run
+from tasks.search import load_search_rules, search_recall
 from tasks.summary import reconciles
 
 VERIFY_ROLE = "vital_etl_verifier"
@@ -26,7 +28,8 @@ def _count(conn, table: str, tenant_id: str, where: str = "TRUE") -> int:
     ).fetchone()[0]
 
 
-def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id: str) -> dict:
+def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id: str, embedded: bool = True) -> dict:
+    """Every check; embedded=False (a run that deferred embedding) reports coverage without failing."""
     checks: list[dict] = []
 
     def check(name: str, passed: bool, detail: str) -> None:
@@ -84,8 +87,14 @@ def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id:
             (tenant_id, model_id),
         ).fetchone()[0]
         coverage[table] = {"rows": total, "embedded": current}
-        check(f"embedding coverage: {table}", current == total, f"{current} of {total} rows embedded with {model_id}")
+        check(
+            f"embedding coverage: {table}",
+            current == total or not embedded,
+            f"{current} of {total} rows embedded with {model_id}"
+            + ("" if embedded or current == total else " (embedding deferred: run backfill-embeddings)"),
+        )
     check(*_rls_check(conn, tenant_id))
+    search = _search_checks(conn, tenant_id, check)
     return {
         "tenant": tenant_slug,
         "passed": all(c["passed"] for c in checks),
@@ -93,8 +102,25 @@ def verify(conn: psycopg.Connection, tenant_slug: str, tenant_id: str, model_id:
         "entities": entities,
         "junctions": junctions,
         "embedding_coverage": coverage,
+        "search": search,
         "last_run": run and {k: run[k] for k in ("id", "finished_at")},
     }
+
+
+def _search_checks(conn: psycopg.Connection, tenant_id: str, check) -> dict:
+    """k-nearest-neighbour search as the verifier role under RLS vs an exact scan, per table."""
+    rules = load_search_rules()
+    found = {}
+    for table in SEARCHABLE:
+        r = found[table] = search_recall(conn, table, tenant_id, VERIFY_ROLE, rules)
+        if r["queries"]:
+            check(
+                f"search: {table}",
+                r["recall"] >= rules.min_recall and r["short"] == 0,
+                f"recall@{rules.k} {r['recall']:.2f} over {r['queries']} queries (min {rules.min_recall}); "
+                f"{r['short']} returned fewer rows than the tenant has",
+            )
+    return found
 
 
 def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str]:
@@ -151,7 +177,23 @@ def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str
 
 
 @task(name="verify", task_run_name="verify-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def verify_target(tenant: str) -> dict:
+def verify_target(tenant: str, embedded: bool = True) -> dict:
     tenant_id = str(load_tenants().by_slug(tenant).id)
     with connect(target_dsn(), autocommit=True) as conn:
-        return verify(conn, tenant, tenant_id, model_spec().model_id)
+        return verify(conn, tenant, tenant_id, model_spec().model_id, embedded)
+
+
+class VerificationFailed(TerminalError):
+    """One or more verify-tenant checks failed; the report lists them."""
+
+
+def require_verified(v: dict | None, flow: str = "migrate-tenant") -> None:
+    """Fail the run (after its report is written) when a verify check failed; None: not verified
+    (a dry run)."""
+    if v is not None and not v["passed"]:
+        failed = [f"{c['check']} ({c['detail']})" for c in v["checks"] if not c["passed"]]
+        raise VerificationFailed(
+            f"{flow} {v['tenant']}: {len(failed)} verify check(s) failed: " + "; ".join(failed) + ". The report "
+            "lists every check; fix the cause and run again (`vital-etl verify --tenant "
+            f"{v['tenant']}` re-checks)"
+        )

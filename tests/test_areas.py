@@ -39,9 +39,10 @@ def test_bundled_rules_do_not_read_it_or_with_as_it_digital(statement):
 
 
 def test_strongest_field_decides_and_the_rule_is_recorded():
-    values = {"persona_title": "REGULATORY AFFAIRS DIRECTOR", "statement": "When building an app with AI ..."}
+    # the job's name (its activity) is searched before its statement; the persona it came with is not evidence
+    values = {"name": "preparing regulatory submissions", "statement": "When building an app with AI ..."}
     fields = RULES.areas.fields["jobs_to_be_done"]
-    assert infer_area(values, fields, RULES.areas) == ("Regulatory", "persona_title: 'regulat*'")
+    assert infer_area(values, fields, RULES.areas) == ("Regulatory", "name: 'regulat*', 'submission*'")
 
 
 def test_acronyms_match_only_as_written():

@@ -30,3 +30,43 @@ def test_chunk_rows_have_deterministic_ids():
     first, second = chunk_documents([doc], "t1"), chunk_documents([doc], "t1")
     assert [r["id"] for r in first] == [r["id"] for r in second]
     assert [r["legacy_key"] for r in first] == [f"guide.md#{i}" for i in range(len(first))]
+
+
+def test_overlap_is_whole_lines_and_chunks_start_on_a_line():
+    from tasks.chunk import rebuild
+
+    text = "# Notes\n\n" + "".join(f"Line {i} says something about dosing and safety.\n" for i in range(120))
+    chunks = chunk_markdown(text)
+    assert len(chunks) > 3 and rebuild(chunks) == text
+    for a, b in zip(chunks, chunks[1:]):
+        assert text[b.start - 1] == "\n"  # a chunk starts at a line start
+        shared = text[b.start : a.end]
+        assert 0 < len(shared) <= 150 and shared.endswith("\n")  # whole lines carried over
+
+
+def test_a_split_table_repeats_its_header_and_a_split_fence_is_closed_and_reopened():
+    from tasks.chunk import rebuild
+
+    table = "| Drug | Dose |\n|---|---|\n" + "".join(f"| drug {i} | {i} mg twice daily |\n" for i in range(80))
+    code = "```python\n" + "".join(f"x_{i} = compute({i})  # step {i}\n" for i in range(80)) + "```\n"
+    text = "# Doses\n\n" + table + "\n## Code\n\n" + code + "\nAfter the code.\n"
+    chunks = chunk_markdown(text)
+    assert rebuild(chunks) == text
+    in_table = [c for c in chunks if "| drug 70 |" in c.content]
+    assert in_table and all(c.content.startswith("| Drug | Dose |\n|---|---|\n") for c in in_table)
+    fenced = [c for c in chunks if "x_" in c.content]
+    assert len(fenced) > 1
+    for c in fenced:
+        assert c.content.count("```") % 2 == 0, c.content
+    assert fenced[1].content.startswith("```python\n")
+    assert all(len(c.content) <= CHUNK_CHARS for c in chunks)
+
+
+def test_a_long_line_is_cut_at_sentence_ends():
+    from tasks.chunk import rebuild
+
+    text = "# Long\n\n" + " ".join(f"Sentence {i} is here." for i in range(300)) + "\n"
+    chunks = chunk_markdown(text)
+    assert rebuild(chunks) == text
+    for c in chunks[1:]:
+        assert text[c.start - 1] in "\n " and text[c.start : c.start + 8] == "Sentence"

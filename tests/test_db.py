@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from core import connections as db
-from core.errors import ConfigError
+from core.errors import ConnectionFailed
 from local import embedded as emb
 
 
@@ -34,8 +34,8 @@ def test_mask_dsn(dsn, masked):
 
 
 def test_connection_error_never_shows_the_password():
-    with pytest.raises(ConfigError) as err:
-        db.connect("postgresql://etl:TopSecret99@127.0.0.1:1/vital", connect_timeout=2)
+    with pytest.raises(ConnectionFailed) as err:  # refused: transient, retried (here once)
+        db.connect("postgresql://etl:TopSecret99@127.0.0.1:1/vital", attempts=1, connect_timeout=2)
     assert "TopSecret99" not in str(err.value)
     assert str(err.value).startswith("cannot connect to postgresql://etl:***@127.0.0.1:1/vital: ")
     assert "VITAL_TARGET_DSN" in str(err.value)

@@ -71,7 +71,11 @@ def test_every_migrate_parameter_is_documented():
 
 
 def test_every_rule_file_key_is_documented():
-    for name, keys in {"functional_areas.yaml": ["fields", "areas", "default"]}.items():
+    files = {
+        "functional_areas.yaml": ["explicit", "fields", "areas", "descriptions", "model", "confidence", "default"],
+        "decisions.yaml": ["review_below", "confidence"],
+    }
+    for name, keys in files.items():
         data = yaml.safe_load((RULES_DIR / name).read_text())
         assert set(data) == set(keys)
         for key in keys:
@@ -138,3 +142,13 @@ def test_reference_rules_are_documented():
         assert f"`{junction}`" in README or junction in README
         for key in spec:
             assert f"`<junction>.{key}`" in README, key
+
+
+def test_decision_rule_keys_are_documented():
+    areas = yaml.safe_load((RULES_DIR / "functional_areas.yaml").read_text())
+    for key in [*areas["model"], *areas["confidence"]]:
+        assert f"`{key}`" in README, key
+    for key in yaml.safe_load((RULES_DIR / "decisions.yaml").read_text())["confidence"]:
+        assert f"`{key}`" in README, key
+    for command in ("vital-etl review export", "vital-etl review import", "rules/overrides/"):
+        assert command in README, command

@@ -6,6 +6,9 @@ import psycopg
 import pytest
 
 from flows.bootstrap import bootstrap_schema
+from tasks.schema import discover
+
+FILES = len(discover())
 
 
 @pytest.fixture
@@ -30,12 +33,12 @@ def test_flow_applies_everything_then_nothing(target):
     state = bootstrap_schema(return_state=True)
     assert state.is_completed()
     summary = state.result()
-    assert len(summary["applied_now"]) == 8
+    assert len(summary["applied_now"]) == FILES
     assert summary["tenants"] == {"digital-health": "inserted", "pharma": "inserted"}
     assert summary["schema"]["vector_columns"]["agents.embedding"] == 384
     assert {t["table"]: t["rows"] for t in summary["schema"]["tables"]}["tenants"] == 2
     md = _artifact_markdown(state.state_details.flow_run_id)
-    assert "Applied now: 8 file(s):" in md
+    assert f"Applied now: {FILES} file(s):" in md
     assert "| `agents` | 0 | yes | on | 1 |" in md
 
     again = bootstrap_schema()
@@ -46,7 +49,7 @@ def test_flow_applies_everything_then_nothing(target):
 def test_flow_dry_run_changes_nothing(target):
     summary = bootstrap_schema(dry_run=True)
     assert summary["dry_run"] is True
-    assert len(summary["pending"]) == 8
+    assert len(summary["pending"]) == FILES
     with psycopg.connect(target) as conn:
         assert conn.execute("SELECT to_regnamespace('etl')").fetchone()[0] is None
         assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0

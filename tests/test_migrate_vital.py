@@ -40,7 +40,7 @@ def test_both_tenants_migrate_and_verify(migrated):
         assert summary["reconciled"], tenant
         assert summary["verify"]["passed"], [c for c in summary["verify"]["checks"] if not c["passed"]]
         assert verify_tenant(tenant=tenant)["passed"]
-    assert runs["pharma"]["entities"]["agents"]["loaded"] == 253
+    assert runs["pharma"]["entities"]["agents"]["loaded"] == 8 + 253  # the legacy database's agents too
     assert runs["digital-health"]["entities"]["agents"]["loaded"] == 11
     assert runs["pharma"]["entities"]["prompts"]["loaded"] == 1000
     # the second tenant's texts were already in the content-addressed cache
@@ -74,3 +74,41 @@ def test_a_second_run_embeds_nothing_and_changes_nothing(migrated):
     again = migrate_tenant(tenant="pharma", manifest=str(MANIFEST))
     assert sum(c["embedded"] for c in again["entities"].values()) == 0
     assert contents(dsn, "pharma") == before
+
+
+def test_what_the_target_holds_is_what_the_sources_say(migrated):
+    """Issue 12 in the target itself: legacy metadata beside the loader's provenance, raw enum
+    spellings, typed metadata, byte-identical prompt bodies, unresolved codes on their row."""
+    dsn, _ = migrated
+    pharma = str(tenant_id("pharma"))
+    with psycopg.connect(dsn) as conn:
+
+        def one(sql: str):
+            return conn.execute(sql, (pharma,)).fetchone()[0]
+
+        # the 127 JTBDs of the library in both tenants: 145 rows, each with its legacy source
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM jobs_to_be_done WHERE metadata->>'source' IN "
+                "('Persona Master Catalogue v6.0', 'Digital Health JTBD Library Complete.md') "
+                "AND metadata->'_etl'->>'source' LIKE '%jtbd_library.json'"
+            ).fetchone()[0]
+            == 145
+        )
+        assert one("SELECT count(*) FROM prompts WHERE tenant_id = %s AND right(body, 1) = E'\\n'") == 159
+        assert (
+            one(
+                "SELECT count(*) FROM prompts WHERE tenant_id = %s AND jsonb_typeof(metadata->'usage_count') = 'number' "
+                "AND metadata->'rag_enabled' = 'false'::jsonb AND metadata ? 'legacy_complexity'"
+            )
+            == 1000
+        )
+        assert (
+            one(
+                "SELECT sum(jsonb_array_length(metadata->'_etl'->'unresolved'->'Mapped_to_Responsibilities')) "
+                "FROM org_roles WHERE tenant_id = %s"
+            )
+            == 430
+        )
+        assert one("SELECT count(*) FROM org_departments WHERE tenant_id = %s AND metadata ? 'Department_ID'") == 31
+        assert one("SELECT count(*) FROM knowledge_documents WHERE tenant_id = %s AND title !~ '[[:alnum:]]'") == 0

@@ -102,4 +102,4 @@ def test_rls_is_enabled_with_a_policy_on_every_tenant_scoped_table(target_dsn):
 def test_etl_bookkeeping_tables_exist(target_dsn):
     with psycopg.connect(target_dsn) as conn:
         etl = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'etl'")}
-    assert etl == {"schema_migrations", "runs", "quarantine", "embedding_cache", "id_map"}
+    assert etl == {"schema_migrations", "runs", "quarantine", "embedding_cache", "id_map", "decisions"}

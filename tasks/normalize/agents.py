@@ -4,7 +4,7 @@ array literals, literal \\n in prompts, free-text business functions and statuse
 from __future__ import annotations
 
 from tasks.normalize.areas import area_of
-from tasks.normalize.base import Rec, RowError
+from tasks.normalize.base import Rec, RowError, link
 from tasks.normalize.common import (
     parse_bool,
     parse_decimal,
@@ -27,28 +27,35 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
     key = r.require("id", "name")
     name = r.require("name")
     display_name = r.get("display_name")
-    description = r.get("description")
+    description = r.text("description")
     department = r.get("department")
+    if department is None and r.label and isinstance(r.label.get("department"), str) and r.label["department"].strip():
+        # the tenant-label file is the only source of a department for many agents
+        department = r.label["department"].strip()
+        r.decisions["department"] = "label file"
     business_function = r.get("business_function")
-    if business_function:
-        area = rules.enum("functional_area").map(business_function)
-        if area is None:
-            raise RowError(rules.enum("functional_area").unknown_message(business_function))
-        area_rule = f"business_function: {business_function!r}"
-    else:
-        area, area_rule = area_of(
-            {"department": department, "name": name, "display_name": display_name, "description": description},
-            "agents",
-            rules,
-        )
+    if business_function and rules.enum("functional_area").map(business_function) is None:
+        raise RowError(rules.enum("functional_area").unknown_message(business_function))
+    area = area_of(
+        "agents",
+        {
+            "business_function": business_function,
+            "name": name,
+            "display_name": display_name,
+            "description": description,
+        },
+        rules,
+    )
     capabilities = r.parse("capabilities", parse_list)
     domains = r.parse("knowledge_domains", parse_list)
     links = {
-        "agent_capabilities": [(key, c, "capabilities") for c in capabilities],
-        "agent_knowledge_domains": [(key, d, None) for d in domains],
-        "agent_tools": [(key, t, None) for t in r.parse("tools", parse_list)],
+        "agent_capabilities": [link(key, c, "capabilities", "capabilities") for c in capabilities],
+        "agent_knowledge_domains": [link(key, d, None, "knowledge_domains") for d in domains],
+        "agent_tools": [link(key, t, None, "tools") for t in r.parse("tools", parse_list)],
         "agent_relations": [
-            (key, other, kind) for column, kind in RELATIONS.items() for other in r.parse(column, parse_uuid_list)
+            link(key, other, kind, column)
+            for column, kind in RELATIONS.items()
+            for other in r.parse(column, parse_uuid_list)
         ],
     }
     status_raw = r.get("status")
@@ -57,14 +64,14 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
         "name": name,
         "display_name": display_name,
         "description": description,
-        "system_prompt": unescape_newlines(r.get("system_prompt")),
+        "system_prompt": unescape_newlines(r.text("system_prompt")),
         "model": r.get("model"),
-        "temperature": r.parse("temperature", parse_decimal),
+        "temperature": r.parse("temperature", lambda v: parse_decimal(v, 4, 2)),  # numeric(4,2)
         "max_tokens": r.parse("max_tokens", parse_int),
-        "tier": r.parse("tier", parse_int),
+        "tier": r.parse("tier", lambda v: parse_int(v, bits=16)),  # smallint
         "role": r.get("role"),
         "department": department,
-        "functional_area": area,
+        **area,
         "status": r.enum("status", rules.enum("agent_status"), default="development", value=status_raw),
         "validation_status": r.enum("validation_status", rules.enum("validation_status")),
         "data_classification": r.enum("data_classification", rules.enum("data_classification")),
@@ -76,12 +83,11 @@ def shape_agent(r: Rec, rules: Rules) -> dict:
         "legacy_updated_at": r.parse("updated_at", parse_timestamp),
         # the arrays stay on the row too: elements that resolve to no row are not lost
         "metadata": {
-            "functional_area_rule": area_rule,
-            "legacy_status": status_raw,
             "legacy_business_function": business_function,
             "legacy_capabilities": capabilities,
             "legacy_knowledge_domains": domains,
         },
+        "_codes": [r.peek("id"), name],
         "_aliases": [name, display_name],
         "_links": links,
     }

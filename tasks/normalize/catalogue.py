@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks.normalize.areas import area_of
-from tasks.normalize.base import Rec
+from tasks.normalize.base import Rec, link
 from tasks.normalize.common import parse_bool, parse_list, parse_uuid_list
 from tasks.normalize.rules import Rules
 
@@ -15,14 +15,15 @@ def shape_tool(r: Rec, rules: Rules) -> dict:
         "legacy_key": key,
         "name": name,
         "slug": r.get("slug"),
-        "description": r.get("description"),
+        "description": r.text("description"),
         "tool_type": r.get("tool_type", "type"),
         "integration_name": r.get("integration_name"),
         "endpoint_url": r.get("endpoint_url"),
         "tags": r.parse("tags", parse_list),
         "is_active": r.parse("is_active", parse_bool) is not False,
         "metadata": {},
-        "_aliases": [name, r.get("integration_name"), r.get("id")],
+        "_codes": [r.peek("slug"), r.peek("id"), r.peek("integration_name")],
+        "_aliases": [name],
     }
 
 
@@ -30,16 +31,12 @@ def shape_capability(r: Rec, rules: Rules) -> dict:
     name = r.require("capability_name", "name")
     key = r.get("capability_slug", "slug") or r.require("id", "capability_name", "name")
     category = r.get("category")
-    description = r.get("description")
+    description = r.text("description")
     display = r.get("display_name")
-    area, area_rule = area_of(
-        {"category": category, "name": display or name, "description": description},
-        "capabilities",
-        rules,
-        explicit=category,
+    area = area_of(
+        "capabilities", {"category": category, "display_name": display or name, "description": description}, rules
     )
-    links = [(key, ref, "depends_on") for ref in r.parse("depends_on", parse_uuid_list)]
-    links += [(key, ref, "enables") for ref in r.parse("enables", parse_uuid_list)]
+    links = [link(key, ref, kind, kind) for kind in ("depends_on", "enables") for ref in r.parse(kind, parse_uuid_list)]
     return {
         "legacy_key": key,
         "name": name,
@@ -47,12 +44,11 @@ def shape_capability(r: Rec, rules: Rules) -> dict:
         "display_name": display,
         "description": description,
         "category": category,
-        "functional_area": area,
-        "complexity": r.enum(
-            "complexity_level", rules.enum("complexity"), value=r.get("complexity_level", "complexity")
-        ),
+        **area,
+        "complexity": r.enum(("complexity_level", "complexity"), rules.enum("complexity")),
         "is_active": r.parse("is_active", parse_bool) is not False,
-        "metadata": {"functional_area_rule": area_rule},
-        "_aliases": [name, display, r.get("id")],
+        "metadata": {},
+        "_codes": [r.peek("capability_slug", "slug"), r.peek("capability_name", "name"), r.peek("id")],
+        "_aliases": [name, display],
         "_links": {"capability_dependencies": links},
     }

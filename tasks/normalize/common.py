@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
+from core import jsontext
+
 _SPACES = re.compile(r"[\u00a0\u2000-\u200b\u202f\u205f\u3000\ufeff]")
 _NOTION_LINK = re.compile(r"\s*(.+?)\s*\((https?://[^)\s]*)\)\s*(?:,|$)")
 
@@ -83,9 +85,11 @@ def parse_list(value: str | None) -> list[str]:
     s = value.strip()
     if s.startswith("["):
         try:
-            data = json.loads(s)
+            data = jsontext.loads(s)
         except json.JSONDecodeError as exc:
             raise ValueError(f"malformed JSON array {s[:60]!r}: {exc.msg}") from None
+        except ValueError as exc:
+            raise ValueError(f"JSON array {s[:60]!r}: {exc}") from None
         if not isinstance(data, list):
             raise ValueError(f"expected a JSON array, got {type(data).__name__}")
         items = [x if isinstance(x, str) else json.dumps(x) for x in data if x is not None]
@@ -134,16 +138,35 @@ def _decimal(value: str | None) -> Decimal | None:
     return d
 
 
-def parse_int(value: str | None) -> int | None:
+INT_TYPES = {16: "a smallint", 32: "an integer", 64: "a bigint"}
+FLOAT_MAX = Decimal("1.7976931348623157e308")
+
+
+def parse_int(value: str | None, bits: int = 32) -> int | None:
+    """A whole number that fits a `bits`-bit integer column. The range is checked on the
+    Decimal before converting, so '1e99999999' is refused at once instead of built."""
     d = _decimal(value)
-    if d is not None and d != d.to_integral_value():
+    if d is None:
+        return None
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    if not lo <= d <= hi:
+        raise ValueError(f"{value[:40]!r} is out of range ({INT_TYPES.get(bits, 'the column')} holds {lo}..{hi})")
+    if d != d.to_integral_value():
         raise ValueError(f"not a whole number: {value[:40]!r}")
-    return None if d is None else int(d)
+    return int(d)
 
 
-def parse_decimal(value: str | None) -> float | None:
+def parse_decimal(value: str | None, precision: int | None = None, scale: int = 0) -> float | None:
+    """A number for a numeric(precision, scale) column (rounded to `scale` digits), or for a
+    double precision one when precision is None; out of range is refused, never infinite."""
     d = _decimal(value)
-    return None if d is None else float(d)
+    if d is None:
+        return None
+    limit = Decimal(10) ** (precision - scale) if precision else FLOAT_MAX
+    if not -limit < d < limit or (precision and not -limit < round(d, scale) < limit):
+        holds = f"numeric({precision},{scale}) holds less than {limit}" if precision else "a float holds about 1.8e308"
+        raise ValueError(f"{value[:40]!r} is out of range ({holds} in absolute value)")
+    return float(d)
 
 
 _TS_FORMATS = (
@@ -179,9 +202,11 @@ def parse_json(value: str | None):
     if value is None or not value.strip():
         return None
     try:
-        return json.loads(value)
+        return jsontext.loads(value)
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON {value[:60]!r}: {exc.msg}") from None
+    except ValueError as exc:
+        raise ValueError(f"JSON {value[:60]!r}: {exc}") from None
 
 
 def split_notion_links(value: str | None) -> list[str]:
@@ -215,20 +240,47 @@ def parse_range(value: str | None) -> tuple[int | None, int | None]:
     if value is None or not value.strip():
         return None, None
     v = value.strip().replace(" ", "")
+
+    def years(text: str) -> int:  # each end is a smallint column
+        return parse_int(text, bits=16)
+
     m = re.fullmatch(r"(\d+)\s*[-–]\s*(\d+)\+?", v)
     if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
+        lo, hi = years(m.group(1)), years(m.group(2))
         if lo > hi:
-            raise ValueError(f"range {value!r} runs backwards")
+            raise ValueError(f"range {value[:40]!r} runs backwards")
         return lo, hi
     m = re.fullmatch(r"(\d+)\+", v)
     if m:
-        return int(m.group(1)), None
+        return years(m.group(1)), None
     if v.isdigit():
-        return int(v), int(v)
+        return years(v), years(v)
     raise ValueError(f"not a range: {value[:40]!r} (expected '10-15', '15+' or '7')")
 
 
 def ref_key(value: str) -> str:
     """How references are matched across entities: case, spacing, '-' and '_' ignored."""
     return re.sub(r"[\s_\-]+", " ", _SPACES.sub(" ", value)).strip().casefold()
+
+
+_MD_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
+_MD_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+def markdown_title(text: str, path: str) -> str:
+    """A Markdown document's title: its first real heading outside code fences (a line of only
+    '=' or '-', a comment banner, is not one), else the file name without folder and extension."""
+    fence = None
+    for line in text.splitlines():
+        m = _MD_FENCE.match(line)
+        if m:
+            marker = m.group(1)
+            if fence is None:
+                fence = marker
+            elif marker[0] == fence[0] and len(marker) >= len(fence) and not line.strip()[len(marker) :].strip():
+                fence = None
+            continue
+        if fence is None and (h := _MD_HEADING.match(line)) and any(c.isalnum() for c in h.group(2)):
+            return clean_text(h.group(2)) or h.group(2)
+    stem = path.rsplit("/", 1)[-1]
+    return stem[:-3] if stem.lower().endswith(".md") else stem

@@ -7,29 +7,35 @@ export refers to RESP-201..630, which do not exist) is reported as unresolved, n
 from __future__ import annotations
 
 from tasks.normalize.areas import area_of
-from tasks.normalize.base import Rec
+from tasks.normalize.base import Rec, link
 from tasks.normalize.common import split_codes, split_notion_links
 
 
-def _refs(r: Rec, codes: str, links: str) -> list[str]:
-    return r.parse(codes, split_codes) + r.parse(links, split_notion_links)
+def _refs(r: Rec, codes: str | None, names: str | None) -> list[tuple[str, str, str]]:
+    """A relation stated as a code list column and/or a Notion link column (titles): each
+    reference with its column and how it matches (codes exactly, titles by name)."""
+    out = [(x, codes, "code") for x in r.parse(codes, split_codes)] if codes else []
+    return out + ([(x, names, "name") for x in r.parse(names, split_notion_links)] if names else [])
 
 
 def shape_function(r: Rec, rules) -> dict:
     key = r.require("Unique_ID", "Function_ID", "id")
     name = r.require("Function_Name", "Department_Name", "name")  # Notion keeps the name in Department_Name
-    description = r.get("Description", "description")
-    area, rule = area_of({"name": name, "description": description}, "org_functions", rules, explicit=name)
+    description = r.text("Description", "description")
+    area = area_of("org_functions", {"name": name, "description": description}, rules)
     return {
         "legacy_key": key,
         "name": name,
         "description": description,
-        "functional_area": area,
-        "metadata": {"functional_area_rule": rule},
+        **area,
+        "metadata": {},
+        "_codes": [r.peek("Function_ID"), r.peek("Unique_ID")],
         "_aliases": [name],
         "_links": {
-            "function_departments": [(key, d, None) for d in _refs(r, "Mapped_to_Departments", "🏫 Departments")],
-            "function_roles": [(key, role, None) for role in r.parse("Roles", split_notion_links)],
+            "function_departments": [
+                link(key, d, None, c, m) for d, c, m in _refs(r, "Mapped_to_Departments", "🏫 Departments")
+            ],
+            "function_roles": [link(key, x, None, c, m) for x, c, m in _refs(r, "Mapped_to_Roles", "Roles")],
         },
     }
 
@@ -37,28 +43,31 @@ def shape_function(r: Rec, rules) -> dict:
 def shape_department(r: Rec, rules) -> dict:
     key = r.require("Unique_ID", "Department_ID", "id")
     name = r.require("Department_Name", "name")
-    description = r.get("Description", "description")
+    description = r.text("Description", "description")
     dept_type = r.get("Department_Type")
-    area, rule = area_of(
-        {"function_area_label": dept_type, "name": name, "description": description},
+    functions = r.parse("🏫 Functions", split_notion_links) if "🏫 Functions" in r.raw else []
+    area = area_of(
         "org_departments",
+        {"department_type": dept_type, "function_titles": functions, "name": name, "description": description},
         rules,
-        explicit=dept_type,
     )
     return {
         "legacy_key": key,
         "name": name,
         "description": description,
         "department_type": dept_type,
-        "functional_area": area,
+        **area,
         "data_classification": r.enum("Data_Classification", rules.enum("data_classification")),
         "compliance_requirements": r.parse("Compliance_Requirements", split_codes),
         "critical_systems": r.parse("Critical_Systems", split_codes),
-        "metadata": {"functional_area_rule": rule},
-        "_aliases": [name, r.get("Department_ID"), r.get("Unique_ID")],
+        "metadata": {},
+        "_codes": [r.peek("Department_ID"), r.peek("Unique_ID")],
+        "_aliases": [name],
         "_links": {
-            "function_departments": [(f, key, None) for f in _refs(r, "Mapped_to_Functions", "🏫 Functions")],
-            "department_roles": [(key, role, None) for role in _refs(r, "Mapped_to_Roles", "Roles")],
+            "function_departments": [
+                link(f, key, None, c, m) for f, c, m in _refs(r, "Mapped_to_Functions", "🏫 Functions")
+            ],
+            "department_roles": [link(key, x, None, c, m) for x, c, m in _refs(r, "Mapped_to_Roles", "Roles")],
         },
     }
 
@@ -66,20 +75,24 @@ def shape_department(r: Rec, rules) -> dict:
 def shape_role(r: Rec, rules) -> dict:
     key = r.require("Unique_ID", "Role_ID", "id")
     name = r.require("Name", "name")
-    description = r.get("Description", "description")
-    area, rule = area_of({"name": name, "description": description}, "org_roles", rules)
+    description = r.text("Description", "description")
+    functions = r.parse("🏫 Functions", split_notion_links) if "🏫 Functions" in r.raw else []
+    area = area_of("org_roles", {"function_titles": functions, "name": name, "description": description}, rules)
     return {
         "legacy_key": key,
         "name": name,
         "description": description,
-        "functional_area": area,
-        "metadata": {"functional_area_rule": rule},
+        **area,
+        "metadata": {},
+        "_codes": [r.peek("Role_ID"), r.peek("Unique_ID")],
         "_aliases": [name],
         "_links": {
-            "department_roles": [(d, key, None) for d in _refs(r, "Mapped_to_Departments", "🏫 Departments")],
-            "function_roles": [(f, key, None) for f in _refs(r, "Mapped_to_Functions", "🏫 Functions")],
+            "department_roles": [
+                link(d, key, None, c, m) for d, c, m in _refs(r, "Mapped_to_Departments", "🏫 Departments")
+            ],
+            "function_roles": [link(f, key, None, c, m) for f, c, m in _refs(r, "Mapped_to_Functions", "🏫 Functions")],
             "role_responsibilities": [
-                (key, x, None) for x in _refs(r, "Mapped_to_Responsibilities", "Responsibilities")
+                link(key, x, None, c, m) for x, c, m in _refs(r, "Mapped_to_Responsibilities", "Responsibilities")
             ],
         },
     }
@@ -91,8 +104,11 @@ def shape_responsibility(r: Rec, rules) -> dict:
     return {
         "legacy_key": key,
         "name": name,
-        "description": r.get("Description", "description"),
+        "description": r.text("Description", "description"),
         "metadata": {},
+        "_codes": [r.peek("Responsibility_ID"), r.peek("Unique_ID")],
         "_aliases": [name],
-        "_links": {"role_responsibilities": [(role, key, None) for role in r.parse("Roles", split_notion_links)]},
+        "_links": {
+            "role_responsibilities": [link(x, key, None, c, m) for x, c, m in _refs(r, "Mapped_to_Roles", "Roles")]
+        },
     }

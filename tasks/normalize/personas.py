@@ -15,23 +15,28 @@ def shape_persona(r: Rec, rules: Rules) -> dict:
     name = r.require("name")
     title = r.get("title")
     department = r.get("department", "tagline")
+    description = r.text("description")
     function = meta.get("function") if isinstance(meta.get("function"), str) else None
-    area, area_rule = area_of(
-        {"function": function, "department": department, "title": title, "name": name}, "personas", rules
+    area = area_of(
+        "personas", {"function": function, "department": department, "title": title, "description": description}, rules
     )
     years = r.parse("years_experience", parse_range)
-    responsibilities = r.parse("key_responsibilities", parse_list) or r.parse("responsibilities", parse_list)
-    aliases = [name, title, r.get("code"), r.get("unique_id"), meta.get("persona_id")]
+    responsibilities = r.parse("key_responsibilities", parse_list)
+    if not responsibilities:
+        responsibilities = r.parse("responsibilities", parse_list)
+    expertise = r.get("expertise_level")
+    if expertise:
+        r.keep("expertise_level")  # the column holds it lower-cased; the raw spelling stays beside it
     return {
         "legacy_key": key,
         "name": name,
         "slug": r.get("slug"),
         "title": title,
-        "description": r.get("description"),
+        "description": description,
         "department": department,
-        "functional_area": area,
+        **area,
         "seniority_level": r.get("seniority_level"),
-        "expertise_level": (r.get("expertise_level") or "").lower() or None,
+        "expertise_level": expertise.lower() if expertise else None,
         "years_experience_min": years[0],
         "years_experience_max": years[1],
         "goals": r.parse("goals", parse_list),
@@ -39,6 +44,11 @@ def shape_persona(r: Rec, rules: Rules) -> dict:
         "responsibilities": responsibilities,
         "is_active": r.parse("is_active", parse_bool) is not False,
         "validation_status": r.enum("validation_status", rules.enum("validation_status")),
-        "metadata": {"functional_area_rule": area_rule},
-        "_aliases": [a for a in aliases if isinstance(a, str)],
+        "metadata": {},
+        "_codes": [r.peek("slug"), r.peek("code"), r.peek("unique_id"), _s(meta.get("persona_id"))],
+        "_aliases": [name, title],
     }
+
+
+def _s(value) -> str | None:
+    return value if isinstance(value, str) else None

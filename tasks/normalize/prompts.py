@@ -13,12 +13,18 @@ def shape_prompt(r: Rec, rules: Rules) -> dict:
     key = r.require("id", "prompt_code", "slug")
     name = r.require("name", "title")
     category = r.get("category")
-    description = r.get("description")
-    area, area_rule = area_of(
-        {"category": category, "function": r.raw.get("function"), "name": name, "description": description},
+    description = r.text("description")
+    starter, body = r.text("prompt_starter"), unescape_newlines(r.text("detailed_prompt", "content", "body"))
+    area = area_of(
         "prompts",
+        {
+            "category": category,
+            "function": r.peek("function_name", "function"),
+            "description": description,
+            "prompt_starter": starter,
+            "body": body,
+        },
         rules,
-        explicit=r.raw.get("function_name") or r.raw.get("function"),
     )
     return {
         "legacy_key": key,
@@ -26,13 +32,13 @@ def shape_prompt(r: Rec, rules: Rules) -> dict:
         "name": name,
         "slug": r.get("slug"),
         "description": description,
-        "prompt_starter": r.get("prompt_starter"),
-        "body": unescape_newlines(r.get("detailed_prompt", "content", "body")),
-        "system_prompt": unescape_newlines(r.get("system_prompt")),
-        "user_template": r.get("user_template"),
+        "prompt_starter": starter,
+        "body": body,
+        "system_prompt": unescape_newlines(r.text("system_prompt")),
+        "user_template": r.text("user_template"),
         "role_type": r.get("role_type"),
         "category": category,
-        "functional_area": area,
+        **area,
         "complexity": r.enum("complexity", rules.enum("complexity")),
         "tags": r.parse("tags", parse_list),
         "variables": r.parse("variables", parse_list),
@@ -41,6 +47,7 @@ def shape_prompt(r: Rec, rules: Rules) -> dict:
         "expert_validated": r.parse("expert_validated", parse_bool),
         "legacy_created_at": r.parse("created_at", parse_timestamp),
         "legacy_updated_at": r.parse("updated_at", parse_timestamp),
-        "metadata": {"functional_area_rule": area_rule},
-        "_aliases": [name, r.get("prompt_code"), r.get("slug")],
+        "metadata": {},
+        "_codes": [r.peek("prompt_code"), r.peek("slug")],
+        "_aliases": [name],
     }

@@ -1,21 +1,33 @@
 """From all-tenant normalized entities to one tenant's rows: deterministic ids, the tenant's
 quarantined and skipped counts, and junction rows with both ends resolved to target ids.
 
-References are resolved through each entity's aliases (legacy key, slug, name, legacy id, code,
-compared with common.ref_key); an exact legacy-key match wins over a name match. Unresolved
-references are counted and sampled for the report, never silently dropped."""
+A reference finds its row through tasks/normalize/refs.py: exact identifiers (legacy key, code,
+slug, legacy id) before names, and a name is folded (case, spaces, '-' and '_') only when no
+identifier matched, so two distinct keys are never merged. The rules, per reference:
+
+- A row that states a relation both as codes ('ROLE-001, ROLE-049') and as names ('Formulation
+  Scientist') is resolved by its codes; its names only confirm them. A name that matches a row
+  the other end's own code column rules out is not linked (reported as contradicted).
+- A name that matches several rows links nothing and is reported with its candidates.
+- A reference that names no row is reported, and kept on the row that made it
+  (metadata._etl.unresolved, by source column); for the origins of rules/references.yaml a
+  minimal row is created instead, whose id can never be the id of a source row.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from core.catalogue import JUNCTIONS, REF_COLUMNS
-from core.identity import row_id
+from core.identity import created_row_id, row_id
 from core.tenants import Tenant
-from tasks.normalize.base import Normalized
+from tasks.normalize.base import RESERVED, Normalized
 from tasks.normalize.common import ref_key
+from tasks.normalize.refs import Index
 
 SAMPLE = 5
 
@@ -47,16 +59,34 @@ def _ids(tenant: Tenant, entity: str, keys: list[str]) -> list[str]:
     return [str(row_id(tenant.id, entity, k)) for k in keys]
 
 
-def _index(rows: pl.DataFrame) -> dict[str, str]:
-    """alias -> legacy key; an alias that is some row's own key beats a name match."""
-    index: dict[str, str] = {}
-    keys = rows["legacy_key"].to_list()
-    for key in keys:
-        index.setdefault(ref_key(key), key)
-    for key, aliases in zip(keys, rows["_aliases"].to_list()):
-        for alias in aliases or ():
-            index.setdefault(alias, key)
-    return index
+class _Notes:
+    """What each row's references left open, for its metadata._etl: unresolved references,
+    ambiguous names (with their candidates) and names its codes contradict, by source column."""
+
+    def __init__(self):
+        self.by_row: dict[tuple[str, str], dict] = defaultdict(dict)
+
+    def add(self, entity: str, key: str, what: str, column: str, ref: str, candidates: list | dict | None = None):
+        notes = self.by_row[(entity, key)].setdefault(what, {})
+        if candidates is None:
+            listed = notes.setdefault(column, [])
+            if ref not in listed:
+                listed.append(ref)
+        else:
+            notes.setdefault(column, {})[ref] = candidates
+
+    def apply(self, part: EntitySlice) -> None:
+        if part.rows.height == 0 or not any(e == part.entity for e, _ in self.by_row):
+            return
+        metadata = []
+        for key, text in zip(part.rows["legacy_key"].to_list(), part.rows["metadata"].to_list()):
+            notes = self.by_row.get((part.entity, key))
+            if notes:
+                meta = json.loads(text or "{}")
+                meta.setdefault(RESERVED, {}).update(notes)
+                text = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
+            metadata.append(text)
+        part.rows = part.rows.with_columns(pl.Series("metadata", metadata, dtype=pl.Utf8))
 
 
 def slice_tenant(
@@ -72,103 +102,197 @@ def slice_tenant(
         rejects = n.rejects.filter(pl.col("tenants").list.contains(tenant.slug) | (pl.col("tenants").list.len() == 0))
         entities[entity] = EntitySlice(entity, mine, rejects, n.read, n.read - mine.height - rejects.height)
 
-    indexes = {e: _index(s.rows) for e, s in entities.items() if s.rows.height}
+    indexes = {e: Index(s.rows) for e, s in entities.items()}
     out = TenantSlice(tenant, entities, {})
+    notes = _Notes()
     stubs: dict[str, dict[str, tuple[str, str]]] = {}
+    taken = {e: set(n.rows["legacy_key"].to_list()) for e, n in normalized.items()}
     for entity, refs in REF_COLUMNS.items():
         if entity in entities:
-            _resolve_ref_columns(out, entities[entity], refs, indexes)
+            _resolve_ref_columns(out, entities[entity], refs, indexes, notes)
     for j in JUNCTIONS:
-        junction, a_entity, b_entity, a_col, b_col, kind_col = j.name, j.a, j.b, j.a_col, j.b_col, j.kind
-        frames = [
-            n.links[junction]
-            for e, n in normalized.items()
-            if junction in n.links and e in entities and n.links[junction].height
-        ]
-        owners = {e for e, n in normalized.items() if junction in n.links}
+        frames = [n.links[j.name] for e, n in normalized.items() if e in entities and n.links.get(j.name) is not None]
+        frames = [f for f in frames if f.height]
         if not frames:
             continue
         links = pl.concat(frames)
-        owned = set().union(*(set(entities[e].rows["legacy_key"].to_list()) for e in owners if e in entities))
-        links = links.filter(pl.col("owner_key").is_in(list(owned)))
-        a_index, b_index = indexes.setdefault(a_entity, {}), indexes.setdefault(b_entity, {})
-        creatable = set((create_missing or {}).get(junction, ())) if b_entity in entities else set()
-        resolved, missing = [], []
-        for a_ref, b_ref, kind, _ in links.iter_rows():
-            a_key, b_key = a_index.get(ref_key(a_ref)), b_index.get(ref_key(b_ref))
-            if a_key is not None and b_key is None and kind in creatable:
-                b_key = f"ref:{ref_key(b_ref).replace(' ', '-')}"
-                b_index[ref_key(b_ref)] = b_key
-                stubs.setdefault(b_entity, {})[b_key] = (b_ref, f"{junction}.{kind}")
-            if a_key is None:
-                missing.append(f"{a_ref!r} ({a_entity})")
-            elif b_key is None:
-                missing.append(f"{b_ref!r} ({b_entity})")
-            else:
-                resolved.append((a_key, b_key, kind if kind_col else None))
-        frame = pl.DataFrame(
-            resolved, schema={"a_key": pl.Utf8, "b_key": pl.Utf8, "kind": pl.Utf8}, orient="row"
-        ).unique(maintain_order=True)
-        cols = {
-            "tenant_id": [str(tenant.id)] * frame.height,
-            a_col: _ids(tenant, a_entity, frame["a_key"].to_list()),
-            b_col: _ids(tenant, b_entity, frame["b_key"].to_list()),
+        mine = {
+            side: entities[e].rows["legacy_key"].to_list() if e in entities else []
+            for side, e in (("a", j.a), ("b", j.b))
         }
-        if kind_col:
-            cols[kind_col] = frame["kind"].to_list()
-        out.junctions[junction] = pl.DataFrame(cols, schema={k: pl.Utf8 for k in cols})
-        out.link_report[junction] = {
-            "references": links.height,
-            "rows": frame.height,
-            "unresolved": len(missing),
-            "examples": sorted(set(missing))[:SAMPLE],
-        }
-        if missing:
-            out.findings.append(
-                f"{junction}: {len(missing)} of {links.height} references name no "
-                f"{tenant.slug} row, e.g. {', '.join(sorted(set(missing))[:3])}"
-            )
+        links = links.filter(
+            ((pl.col("owner_side") == "a") & pl.col("owner_key").is_in(mine["a"]))
+            | ((pl.col("owner_side") == "b") & pl.col("owner_key").is_in(mine["b"]))
+        )
+        if links.height == 0:
+            continue
+        creatable = set((create_missing or {}).get(j.name, ())) if j.b in entities else set()
+        made = stubs.setdefault(j.b, {})
+        _resolve_junction(out, j, links, indexes, notes, creatable, made, taken.get(j.b, set()))
     for entity, made in stubs.items():
-        _add_stubs(entities[entity], tenant, made)
+        if made:
+            _add_stubs(entities[entity], tenant, made)
+    for part in entities.values():
+        notes.apply(part)
     return out
 
 
-def _add_stubs(part: EntitySlice, tenant: Tenant, made: dict[str, tuple[str, str]]) -> None:
-    """Minimal rows for references that named no row (rules/references.yaml)."""
-    import json
+def _resolve_junction(out, j, links: pl.DataFrame, indexes, notes: _Notes, creatable, made, taken) -> None:
+    tenant = out.tenant
+    index = {"a": indexes.setdefault(j.a, Index(pl.DataFrame())), "b": indexes.setdefault(j.b, Index(pl.DataFrame()))}
+    entity = {"a": j.a, "b": j.b}
+    refs = list(links.iter_rows(named=True))
+    # 1. each row's own code column (the codes that name a row): it decides, and rules out names
+    # that disagree with it
+    coded: dict[tuple[str, str], set[str]] = defaultdict(set)  # (side, row key) -> rows its codes name
+    for r in refs:
+        if r["match"] == "code":
+            other = "b" if r["owner_side"] == "a" else "a"
+            found = index[other].lookup(r[f"{other}_ref"], "code")
+            if len(found) == 1:
+                coded[(r["owner_side"], r["owner_key"])].add(found[0])
+    resolved, missing, ambiguous, contradicted, decided = [], [], [], [], []
+    for r in refs:
+        side, owner = r["owner_side"], r["owner_key"]
+        other = "b" if side == "a" else "a"
+        ref, column = r[f"{other}_ref"], r["column"]
+        found = index[other].lookup(ref, r["match"])
+        if r["match"] != "code" and found:
+            mine = coded.get((side, owner))
+            if mine:  # the row states this relation by code too: its codes decide, names confirm
+                kept = [k for k in found if k in mine]
+            else:  # a candidate whose own code column names other rows than the owner is ruled out
+                kept = [k for k in found if not coded.get((other, k)) or owner in coded[(other, k)]]
+            if not kept:
+                contradicted.append((owner, ref, found))
+                notes.add(entity[side], owner, "contradicted", column, ref, found)
+                continue
+            if len(found) > 1 and len(kept) == 1:  # a shared name, decided by a code column
+                decided.append((owner, ref, found, kept[0]))
+                notes.add(entity[side], owner, "decided_by_code", column, ref, {"candidates": found, "linked": kept[0]})
+            found = kept
+        if len(found) > 1:
+            ambiguous.append((owner, ref, found))
+            notes.add(entity[side], owner, "ambiguous", column, ref, found)
+            continue
+        if not found and other == "b" and r["kind"] in creatable and ref:
+            folded = ref_key(ref)
+            if folded not in made:
+                made[folded] = (_stub_key(ref, taken, made), ref, f"{j.name}.{r['kind']}")
+                index["b"].add(made[folded][0], ref)
+            found = [made[folded][0]]
+        if not found:
+            missing.append(f"{ref!r} ({entity[other]})")
+            notes.add(entity[side], owner, "unresolved", column, ref)
+            continue
+        a_key, b_key = (owner, found[0]) if side == "a" else (found[0], owner)
+        resolved.append((a_key, b_key, r["kind"] if j.kind else None))
+    frame = pl.DataFrame(resolved, schema={"a_key": pl.Utf8, "b_key": pl.Utf8, "kind": pl.Utf8}, orient="row").unique(
+        maintain_order=True
+    )
+    stub_ids = {v[0]: str(created_row_id(tenant.id, j.b, ref_key(v[1]))) for v in made.values()}
+    cols = {
+        "tenant_id": [str(tenant.id)] * frame.height,
+        j.a_col: _ids(tenant, j.a, frame["a_key"].to_list()),
+        j.b_col: [stub_ids.get(k) or str(row_id(tenant.id, j.b, k)) for k in frame["b_key"].to_list()],
+    }
+    if j.kind:
+        cols[j.kind] = frame["kind"].to_list()
+    out.junctions[j.name] = pl.DataFrame(cols, schema={k: pl.Utf8 for k in cols})
+    out.link_report[j.name] = {
+        "references": links.height,
+        "rows": frame.height,
+        "unresolved": len(missing),
+        "ambiguous": len(ambiguous),
+        "contradicted": len(contradicted),
+        "decided_by_code": len(decided),
+        "examples": sorted(set(missing))[:SAMPLE],
+    }
+    if missing:
+        out.findings.append(
+            f"{j.name}: {len(missing)} of {links.height} references name no {tenant.slug} row, e.g. "
+            f"{', '.join(sorted(set(missing))[:3])} (kept in each row's metadata._etl.unresolved)"
+        )
+    for owner, ref, found in sorted(ambiguous):
+        out.findings.append(
+            f"{j.name}: {ref!r} (named by {owner}) matches {len(found)} rows: {', '.join(found)}; linked none. "
+            "Name the row by its code in the source, or decide the link in rules/overrides/"
+        )
+    for owner, ref, found in sorted(contradicted):
+        out.findings.append(
+            f"{j.name}: {owner} names {ref!r}, which is {', '.join(found)}, but the code columns do not link "
+            f"{owner} and {', '.join(found)}; not linked (codes decide). Make the names and the codes agree "
+            "in the source"
+        )
+    for owner, ref, found, chosen in sorted(decided):
+        out.findings.append(
+            f"{j.name}: {ref!r} (named by {owner}) matches {len(found)} rows ({', '.join(found)}); linked "
+            f"{chosen}, the one the code columns link to {owner}"
+        )
 
-    keys = list(made)
+
+def _stub_key(ref: str, taken: set[str], made: dict) -> str:
+    """The legacy key of a row created for `ref`: `ref:<name>`, unless a source row has that key
+    (a real row always keeps its key); then `ref:<name>#created`, `#created2`, ..."""
+    base = f"ref:{ref_key(ref).replace(' ', '-')}"
+    used = taken | {v[0] for v in made.values()}
+    key, n = base, 1
+    while key in used:
+        key, n = f"{base}#created{n if n > 1 else ''}", n + 1
+    return key
+
+
+def _add_stubs(part: EntitySlice, tenant: Tenant, made: dict[str, tuple[str, str, str]]) -> None:
+    """Minimal rows for references that named no row (rules/references.yaml). Their ids come from
+    core.identity.created_row_id, so no source row can have one; they go first, so a created row
+    that gives up its key to a new source row (on a re-run) has done so before that row loads."""
+    refs = list(made)
+    keys = [made[r][0] for r in refs]
     frame = pl.DataFrame(
         {
             "legacy_key": keys,
-            "name": [made[k][0] for k in keys],
-            "metadata": [json.dumps({"created_from": made[k][1], "reference": made[k][0]}) for k in keys],
+            "name": [made[r][1] for r in refs],
+            "metadata": [
+                json.dumps({RESERVED: {"created_from": made[r][2], "reference": made[r][1]}}, ensure_ascii=False)
+                for r in refs
+            ],
             "tenants": [[tenant.slug]] * len(keys),
             "tenant_rule": ["created for a reference"] * len(keys),
             "_source": ["rules/references.yaml"] * len(keys),
-            "_aliases": [[ref_key(made[k][0])] for k in keys],
-            "id": _ids(tenant, part.entity, keys),
+            "_codes": [[k] for k in keys],
+            "_aliases": [[r] for r in refs],
+            "id": [str(created_row_id(tenant.id, part.entity, r)) for r in refs],
             "tenant_id": [str(tenant.id)] * len(keys),
         }
     )
-    part.rows = pl.concat([part.rows, frame], how="diagonal_relaxed")
+    part.rows = pl.concat([frame, part.rows], how="diagonal_relaxed")
     part.created += len(keys)
 
 
-def _resolve_ref_columns(out: TenantSlice, part: EntitySlice, refs: dict, indexes: dict) -> None:
+def _resolve_ref_columns(out: TenantSlice, part: EntitySlice, refs: dict, indexes: dict, notes: _Notes) -> None:
     for ref_col, (target, id_col) in refs.items():
         if ref_col not in part.rows.columns:
             continue
-        index = indexes.get(target, {})
-        values, missing = [], []
-        for ref in part.rows[ref_col].to_list():
-            key = index.get(ref_key(ref)) if ref else None
-            if ref and key is None:
+        index = indexes.get(target) or Index(pl.DataFrame())
+        values, missing, ambiguous = [], [], []
+        for key, ref in zip(part.rows["legacy_key"].to_list(), part.rows[ref_col].to_list()):
+            found = index.lookup(ref) if ref else []
+            if ref and not found:
                 missing.append(ref)
-            values.append(str(row_id(out.tenant.id, target, key)) if key else None)
+                notes.add(part.entity, key, "unresolved", id_col, ref)
+            elif len(found) > 1:
+                ambiguous.append((key, ref, found))
+                notes.add(part.entity, key, "ambiguous", id_col, ref, found)
+            values.append(str(row_id(out.tenant.id, target, found[0])) if len(found) == 1 else None)
         part.rows = part.rows.with_columns(pl.Series(id_col, values, dtype=pl.Utf8))
         if missing:
             out.findings.append(
                 f"{part.entity}.{ref_col}: {len(missing)} reference(s) name no {out.tenant.slug} "
-                f"{target} row, e.g. {', '.join(repr(m) for m in sorted(set(missing))[:3])}"
+                f"{target} row, e.g. {', '.join(repr(m) for m in sorted(set(missing))[:3])} "
+                "(kept in each row's metadata._etl.unresolved)"
+            )
+        for key, ref, found in ambiguous:
+            out.findings.append(
+                f"{part.entity}.{ref_col}: {ref!r} (named by {key}) matches {len(found)} {target} rows: "
+                f"{', '.join(found)}; linked none. Name the row by its key in the source"
             )

@@ -52,10 +52,29 @@ class Keyword:
 
 
 @dataclass(frozen=True)
+class AreaModel:
+    """Settings of the area classifier (rules/functional_areas.yaml `model`)."""
+
+    train_from: tuple[str, ...] = ()
+    min_rows: int = 3
+    remove_components: int = 1
+    min_margin: float = 0.06
+
+
+@dataclass(frozen=True)
 class AreaRules:
+    """rules/functional_areas.yaml: the evidence for a row's functional area, strongest first.
+
+    explicit: entity -> (columns that name an area, the entity's own value -> area map; a value
+    mapped to None names no area). descriptions: area -> prototype texts of the model."""
+
     fields: dict[str, tuple[str, ...]]
     areas: tuple[tuple[str, tuple[Keyword, ...]], ...]
     default: str
+    explicit: dict[str, tuple[tuple[str, ...], dict[str, str | None]]] = field(default_factory=dict)
+    descriptions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    model: AreaModel = AreaModel()
+    confidence: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,18 +132,64 @@ def _load_enums(path: Path) -> dict[str, EnumMap]:
     return out
 
 
+CONFIDENCE_KINDS = (
+    "override",
+    "explicit",
+    "explicit_contradicted",
+    "explicit_choice",
+    "inherited",
+    "inherited_contradicted",
+    "model_max",
+    "rule",
+    "default",
+)
+
+
 def _load_areas(path: Path, labels: tuple[str, ...]) -> AreaRules:
     data = _read(path)
+
+    def area_label(value, where: str) -> str:
+        if value not in labels:
+            raise ConfigError(f"{path}: {where}: {value!r} is not a functional area ({', '.join(labels)})")
+        return value
+
     areas = []
     for area, words in (data.get("areas") or {}).items():
-        if area not in labels:
-            raise ConfigError(f"{path}: area {area!r} is not a functional area ({', '.join(labels)})")
-        areas.append((area, tuple(Keyword.compile(str(w)) for w in words or ())))
-    default = data.get("default")
-    if default not in labels:
-        raise ConfigError(f"{path}: default {default!r} is not a functional area")
+        areas.append((area_label(area, "areas"), tuple(Keyword.compile(str(w)) for w in words or ())))
+    default = area_label(data.get("default"), "default")
     fields = {entity: tuple(cols) for entity, cols in (data.get("fields") or {}).items()}
-    return AreaRules(fields, tuple(areas), default)
+    explicit = {}
+    for entity, spec in (data.get("explicit") or {}).items():
+        spec = spec or {}
+        values = {
+            enum_key(str(k)): (None if v is None else area_label(v, f"explicit.{entity}.values"))
+            for k, v in (spec.get("values") or {}).items()
+        }
+        explicit[entity] = (tuple(spec.get("columns") or ()), values)
+    descriptions = {
+        area_label(area, "descriptions"): tuple(str(t) for t in texts or ())
+        for area, texts in (data.get("descriptions") or {}).items()
+    }
+    m = data.get("model") or {}
+    try:
+        model = AreaModel(
+            tuple(m.get("train_from") or ()),
+            int(m.get("min_rows", 3)),
+            int(m.get("remove_components", 1)),
+            float(m.get("min_margin", 0.06)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: model: {exc}") from None
+    confidence = {k: float(v) for k, v in (data.get("confidence") or {}).items()}
+    unknown = sorted(set(confidence) - set(CONFIDENCE_KINDS))
+    missing = sorted(set(CONFIDENCE_KINDS) - set(confidence))
+    if unknown or missing or not all(0 <= v <= 1 for v in confidence.values()):
+        raise ConfigError(
+            f"{path}: confidence needs a value in 0..1 for each of {', '.join(CONFIDENCE_KINDS)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+        )
+    return AreaRules(fields, tuple(areas), default, explicit, descriptions, model, confidence)
 
 
 def _tenant_list(value, slugs: set[str], where: str) -> tuple[str, ...]:

@@ -4,11 +4,23 @@ then a default. Pure: raw frame and rules in, one (tenants, deciding rule, probl
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import polars as pl
 
+from core import jsontext
 from tasks.normalize.common import clean_text, parse_uuid_list
 from tasks.normalize.rules import EntityTenancy, Rules, enum_key
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A tenant-label file (manifest `tenant_labels`): row key -> tenant labels, and each row's
+    other columns (typed), which are kept on the row they name (metadata.label_file)."""
+
+    tenants: dict[str, list[str]]
+    rows: dict[str, dict] = field(default_factory=dict)
+    source: str | None = None
 
 
 def label_to_slug(rules: Rules) -> dict[str, str]:
@@ -40,8 +52,8 @@ def _field(row: dict, column: str) -> str:
     if not key or not value:
         return str(value or "")
     try:
-        nested = json.loads(value)
-    except json.JSONDecodeError:
+        nested = jsontext.loads(value)
+    except ValueError:
         return ""
     found = nested.get(key) if isinstance(nested, dict) else None
     return "" if found is None else (found if isinstance(found, str) else json.dumps(found))

@@ -21,7 +21,6 @@ from psycopg import sql
 
 from core.connections import connect, target_dsn
 from core.errors import MigrationError, PreflightError
-from core.sql import split_statements
 from tasks.schema.files import Migration
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ def apply_plan(conn: psycopg.Connection, plan: Plan, on_applied=None) -> list[di
 
 
 def _apply_one(conn: psycopg.Connection, m: Migration, params: dict, started: float) -> None:
-    statements = split_statements(m.render(params))
+    statements = m.statements(params)
     with conn.transaction():
         for i, stmt in enumerate(statements, start=1):
             try:

@@ -9,9 +9,15 @@ from pathlib import Path
 
 from core.errors import MigrationError, PreflightError
 from core.settings import SCHEMA_DIR
+from core.sql import Statement, split_statements
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+# statements that end, open or split a transaction: in a file they would break its atomicity
+_TRANSACTION_CONTROL = re.compile(
+    r"^(?:/\*.*?\*/\s*)*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION)\b",
+    re.I | re.S,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,26 @@ class Migration:
             return str(params[key])
 
         return _PLACEHOLDER.sub(sub, self.text)
+
+    def statements(self, params: dict) -> list[Statement]:
+        """The rendered file's statements; a transaction-control statement is refused, since the
+        runner applies each file in one transaction of its own (with its ledger row) and a COMMIT
+        inside would end it half-way."""
+        statements = split_statements(self.render(params))
+        for i, stmt in enumerate(statements, start=1):
+            found = _TRANSACTION_CONTROL.match(stmt.text)
+            if found:
+                word = " ".join(found.group(1).upper().split())
+                raise MigrationError(
+                    f"{self.filename}: statement {i} of {len(statements)} (line {stmt.line}) is {word}: a schema "
+                    "file may not control transactions (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...); bootstrap-schema "
+                    "applies each file in one transaction of its own, with its ledger row, so the file stays "
+                    f"all-or-nothing. Remove the {word} statement(s) from the file. Nothing was changed.",
+                    file=self.filename,
+                    statement=stmt.text,
+                    line=stmt.line,
+                )
+        return statements
 
 
 def discover(folder: Path | str | None = None) -> list[Migration]:

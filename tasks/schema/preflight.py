@@ -14,13 +14,12 @@ from core.connections import connect, target_dsn
 from core.errors import ChecksumMismatchError, PreflightError
 from core.retry import IO_RETRIES
 from core.settings import model_spec
-from core.sql import split_statements
 from tasks.schema.apply import Applied, applied
 from tasks.schema.files import Migration, discover
 
 MIN_SERVER_VERSION = 150000
 _CREATE = re.compile(
-    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:UNIQUE\s+)?"
+    r"^\s*CREATE\s+(OR\s+REPLACE\s+)?(?:UNIQUE\s+)?"
     r"(TABLE|TYPE|FUNCTION|VIEW|INDEX|SEQUENCE|SCHEMA)\s+(IF\s+NOT\s+EXISTS\s+)?"
     r"((?:\"?\w+\"?\.)?\"?\w+\"?)",
     re.I,
@@ -154,11 +153,11 @@ def _check_privileges(conn: psycopg.Connection, vector_installed: bool) -> None:
 def _conflicts(conn: psycopg.Connection, todo: list[Migration], params: dict) -> list[tuple[str, str]]:
     found = []
     for m in todo:
-        for stmt in split_statements(m.render(params)):
+        for stmt in m.statements(params):  # refuses transaction control before anything changes
             c = _CREATE.match(stmt.text)
-            if not c or c.group(2):  # IF NOT EXISTS statements are idempotent by design
+            if not c or c.group(1) or c.group(3):  # OR REPLACE / IF NOT EXISTS are idempotent by design
                 continue
-            kind, name = c.group(1).upper(), c.group(3).replace('"', "")
+            kind, name = c.group(2).upper(), c.group(4).replace('"', "")
             schema, _, obj = name.rpartition(".")
             if _exists(conn, kind, schema or None, obj):
                 found.append((kind, name if schema else obj))
