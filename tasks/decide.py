@@ -31,6 +31,7 @@ from core.errors import ConfigError
 from core.settings import RULES_DIR
 from core.yamlfile import read_yaml
 from tasks.embed import TEMPLATES, content_sha256, persona_text
+from tasks.embed import row_metadata as _meta
 from tasks.links import LinkRule, load_link_rules, name_overlap, rank_links, title_key, title_parts
 from tasks.normalize.areas import AreaClassifier, ModelView, decide_area, summary_text
 from tasks.normalize.resolve import TenantSlice
@@ -90,16 +91,6 @@ def load_decision_rules(path=None) -> DecisionRules:
             + (f"; unknown: {', '.join(unknown)}" if unknown else "")
         )
     return DecisionRules(float(below), {k: float(v) for k, v in conf.items()})
-
-
-def _meta(row: dict) -> dict:
-    value = row.get("metadata")
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _items(value) -> list[str]:

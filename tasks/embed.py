@@ -28,7 +28,8 @@ from core.settings import ModelSpec, model_spec
 MAX_CHARS = 2000  # the model reads 256 word pieces (~1,000-1,500 characters); more is cut anyway
 
 
-def _meta(row: dict) -> dict:
+def row_metadata(row: dict) -> dict:
+    """A row's metadata as a dict, whether it holds JSON text or a dict already."""
     value = row.get("metadata")
     if isinstance(value, str):
         try:
@@ -67,7 +68,7 @@ def persona_text(r: dict) -> str:
     """A persona with its real content, wherever the source keeps it (the medical-affairs
     personas keep theirs in metadata): title, description, function, department, typical
     titles, responsibilities, capabilities, key need, goals, pain points, background."""
-    m = _meta(r)
+    m = row_metadata(r)
     return _join(
         r.get("title") or r.get("name"),
         r.get("description"),
@@ -89,7 +90,7 @@ TEMPLATES: dict[str, Callable[[dict], str]] = {
         r.get("display_name") or r.get("name"),
         r.get("description"),
         _labelled("Functional area", r.get("functional_area")),
-        _labelled("Capabilities", _meta(r).get("legacy_capabilities")),
+        _labelled("Capabilities", row_metadata(r).get("legacy_capabilities")),
     ),
     "personas": lambda r: persona_text(r),
     "jobs_to_be_done": lambda r: _join(r.get("name"), r.get("statement")),
