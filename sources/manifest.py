@@ -181,8 +181,8 @@ HINTS = {
     "rename": "a mapping of old column name -> new column name, e.g. rename: {agent_name: name}",
     "tenants": "a tenant slug or a list of them, e.g. tenants: [pharma]",
     "records": "the key of the array in a JSON object, e.g. records: domains",
-    "schema": "the schema dump file, e.g. schema: dump/schema.sql",
-    "data": "the data dump file, e.g. data: dump/data.sql",
+    "schema": "the dump file (plain SQL or pg_dump -Fc) or its schema part, e.g. schema: dump/legacy.dump",
+    "data": "the data part of a dump in two files, e.g. data: dump/data.sql",
     "key": "the column with the row id, e.g. key: agent_id",
     "labels": "the column with the tenant labels, e.g. labels: tenants",
     "dsn_env": "the name of an environment variable, e.g. dsn_env: VITAL_SOURCE_DSN",
@@ -244,7 +244,7 @@ class SourceSpec:
     records: str | None = None
     delimiter: str = ","
     label: str = ""
-    dump_schema: Path | None = None  # supabase_dump: the schema file and the data file
+    dump_schema: Path | None = None  # supabase_dump: the dump (or its schema part) and its data part
     dump_data: Path | None = None
     where: str = ""  # the key path in the manifest, for errors
 
@@ -325,11 +325,18 @@ def _source(entity: str, raw: SourceModel, base: Path, where: str) -> SourceSpec
     dump = {}
     if kind == "supabase_dump":
         if not raw.schema_file:
-            raise ManifestError(f"{where}: a supabase_dump source needs `schema` (and usually `data`): the dump files")
+            raise ManifestError(
+                f"{where}: a supabase_dump source needs `schema`: the dump (plain SQL or pg_dump -Fc), "
+                "or its schema part with the data part in `data`"
+            )
+        if not _expand(raw.schema_file).strip():
+            raise ManifestError(
+                f"{where}.schema: {_show(raw.schema_file)} is empty once expanded; write {HINTS['schema']}"
+            )
         for key, value in (("schema", raw.schema_file), ("data", raw.data)):
-            if value:
+            if value and _expand(value).strip():  # data: "${VITAL_DUMP_DATA}" set empty: a one-file dump
                 path = _resolve(base, value)
-                if not path.is_file():
+                if not (path.is_file() or (path / "toc.dat").is_file()):  # a file, or a pg_dump -Fd folder
                     raise ManifestError(f"{where}: dump file {_shown_path(value, path)} does not exist")
                 dump[f"dump_{key}"] = path
     label = f"{'dump' if kind == 'supabase_dump' else 'postgres'}:{raw.table or 'query'}"
