@@ -3,8 +3,8 @@ the workers, when a Prefect server has those deployments."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -38,7 +38,6 @@ def forwarded_env() -> dict[str, str]:
 @task(name="run-tenant-deployments", cache_policy=NO_CACHE)
 def run_tenant_deployments(slugs: list[str], parameters: dict, timeout_s: float) -> dict[str, str]:
     """Start migrate-tenant/<slug> for every tenant at once, then wait; returns final states."""
-    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
@@ -62,17 +61,18 @@ def run_tenant_deployments(slugs: list[str], parameters: dict, timeout_s: float)
         )
         for slug in slugs
     }
-    states: dict[str, str] = {}
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while len(states) < len(runs):
-            for slug, run in runs.items():
-                state = client.read_flow_run(run.id).state
-                if state and state.is_final():
-                    states[slug] = state.type.value
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"migrate-all: tenants {sorted(set(runs) - set(states))} still running after {timeout_s:.0f} s"
-                )
-            time.sleep(2)
-    return states
+    return asyncio.run(_wait_all({slug: run.id for slug, run in runs.items()}, timeout_s))
+
+
+async def _wait_all(ids: dict, timeout_s: float) -> dict[str, str]:
+    """Each run's final state type, waited for with Prefect's own wait_for_flow_run."""
+    from prefect.exceptions import FlowRunWaitTimeout
+    from prefect.flow_runs import wait_for_flow_run
+
+    try:
+        done = await asyncio.gather(
+            *(wait_for_flow_run(i, timeout=int(timeout_s), poll_interval=2) for i in ids.values())
+        )
+    except FlowRunWaitTimeout:
+        raise TimeoutError(f"migrate-all: tenant runs still running after {timeout_s:.0f} s") from None
+    return {slug: run.state.type.value for slug, run in zip(ids, done)}

@@ -35,11 +35,13 @@ def extract_and_normalize(
     return normalized, sources
 
 
-def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool, embed_now: bool = True) -> dict:
+def load_tenant(
+    part: TenantSlice, run_id: str, batch_size: int, complete: bool, embed_now: bool = True, pruning: bool = False
+) -> dict:
     """Embed and load every entity of the slice, then its junction rows; quarantine rejects.
     complete: the run covers every entity of the manifest, so rows the sources no longer have
-    are counted. Junction rows this run would derive from the same sources but no longer does
-    are removed and counted (tasks/sync.py)."""
+    are counted (unless pruning: the run removes them after the load). Junction rows this run
+    would derive from the same sources but no longer does are removed and counted (tasks/sync.py)."""
     tenant, spec = part.tenant, model_spec()
     counts: dict[str, dict] = {}
     origins: dict[str, dict[str, str | None]] = {}  # entity -> {id: source} of the rows loaded
@@ -54,12 +56,16 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
             stats = embed_all(table, tenant.slug, texts, hashes) if embed_now else EmbedStats()
             result = load_table(table, table_rows, tenant.slug, batch_size)
             rejects = (
-                [(q["legacy_key"], q["reason"], q["payload"]) for q in s.quarantined.iter_rows(named=True)]
+                [
+                    (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
+                    for q in s.quarantined.iter_rows(named=True)
+                ]
                 if table == entity
                 else []
             )
             rejects += [
-                (row.get("legacy_key"), f"database refused the row: {reason}", row) for row, reason in result.failed
+                (row.get("legacy_key"), f"database refused the row: {reason}", row, row.get("_source"), row.get("_row"))
+                for row, reason in result.failed
             ]
             write_quarantine(run_id, tenant.slug, table, rejects)
             refused += [
@@ -89,16 +95,17 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
                 "embedded": stats.embedded,
                 "reused": stats.reused,
                 "written": result.written,
+                "unchanged": result.unchanged,
                 "retries": result.retries,
             }
         if derived:
             prune_stale_chunks(str(tenant.id), [r["id"] for r in rows], [r["id"] for r in derived["knowledge_chunks"]])
-        if complete:
+        if complete and not pruning:
             stale = count_stale_rows(entity, tenant.slug, str(tenant.id), [r["id"] for r in rows])
             if stale:
                 findings.append(
                     f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
-                    "sources; they were kept (undo-tenant, then migrate again, removes them)"
+                    'sources; they were kept (migrate again with prune=True, or prune="soft", removes them)'
                 )
     junctions = {}
     for junction, frame in part.junctions.items():
@@ -116,5 +123,11 @@ def load_tenant(part: TenantSlice, run_id: str, batch_size: int, complete: bool,
             junction,
             [(None, f"database refused the row: {reason}", row) for row, reason in result.failed],
         )
-        junctions[junction] = {"rows": result.loaded, "quarantined": len(result.failed), "removed": removed}
+        junctions[junction] = {
+            "rows": result.loaded,
+            "written": result.written,
+            "quarantined": len(result.failed),
+            "removed": removed,
+            "retries": result.retries,
+        }
     return {"entities": counts, "junctions": junctions, "refused": refused, "findings": findings}

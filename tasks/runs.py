@@ -119,20 +119,22 @@ def payload_json(payload: dict | str) -> str:
     return json.dumps(writable(payload), ensure_ascii=False, allow_nan=False, default=str)
 
 
-def quarantine(
-    conn: psycopg.Connection, run_id: str, tenant: str, entity: str, rows: list[tuple[str | None, str, dict | str]]
-) -> int:
-    """rows: (legacy key, reason, payload) -> etl.quarantine. Whatever the row holds (NUL bytes,
-    non-finite numbers), it is written: see writable()."""
+def quarantine(conn: psycopg.Connection, run_id: str, tenant: str, entity: str, rows: list[tuple]) -> int:
+    """rows: (legacy key, reason, payload[, source, source row]) -> etl.quarantine. Whatever the
+    row holds (NUL bytes, non-finite numbers), it is written: see writable()."""
     if not rows:
         return 0
+    columns = "run_id, tenant_slug, entity, legacy_key, reason, payload, source, source_row"
     with (
         conn.transaction(),
         conn.cursor() as cur,
-        cur.copy("COPY etl.quarantine (run_id, tenant_slug, entity, legacy_key, reason, payload) FROM STDIN") as copy,
+        cur.copy(f"COPY etl.quarantine ({columns}) FROM STDIN") as copy,
     ):
-        for key, reason, payload in rows:
-            copy.write_row([run_id, tenant, entity, writable(key), writable(reason), payload_json(payload)])
+        for key, reason, payload, *where in rows:
+            source, row = (where + [None, None])[:2]
+            copy.write_row(
+                [run_id, tenant, entity, writable(key), writable(reason), payload_json(payload), writable(source), row]
+            )
     return len(rows)
 
 

@@ -23,7 +23,7 @@ def tenant_summary(
             "skipped": s.skipped,
             "embedded": 0,
             "reused": 0,
-        }
+        } | {k: 0 for k in ("written", "unchanged", "retries")}
     quarantine = []
     for entity, s in part.entities.items():
         for row in s.quarantined.head(QUARANTINE_SAMPLE).iter_rows(named=True):
@@ -81,9 +81,7 @@ def sum_summaries(summaries: dict[str, dict]) -> dict:
         "tenant": ", ".join(summaries),
         "dry_run": all(s.get("dry_run") for s in summaries.values()),
         "entities": entities,
-        "junctions": {
-            j: {k: c.get(k, 0) for k in ("rows", "references", "unresolved", "removed")} for j, c in junctions.items()
-        },
+        "junctions": {j: {k: c.get(k, 0) for k in JUNCTION_COUNTS} for j, c in junctions.items()},
         "findings": [f"{slug}: {f}" for slug, s in summaries.items() for f in s.get("findings", [])],
         "quarantine": [q | {"tenant": slug} for slug, s in summaries.items() for q in s.get("quarantine", [])],
         "reconciled": all(s.get("reconciled") for s in summaries.values()),
@@ -91,12 +89,27 @@ def sum_summaries(summaries: dict[str, dict]) -> dict:
     }
 
 
-COUNTS = ("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused")
+# Per entity, in the order the report shows them. written: rows inserted or changed; unchanged:
+# rows not sent because their hash equals the last load's; retries: batches retried after a
+# transient error.
+JUNCTION_COUNTS = ("rows", "written", "references", "unresolved", "removed", "retries")
+COUNTS = (
+    "read",
+    "created",
+    "loaded",
+    "written",
+    "unchanged",
+    "quarantined",
+    "skipped",
+    "embedded",
+    "reused",
+    "retries",
+)
 
 
 def add_loaded(summary: dict, loaded: dict) -> None:
     """Fold what load_tenant did into the dry-run summary: counts, junction rows, refusals."""
-    summary["entities"] = {e: {k: c[k] for k in COUNTS} for e, c in loaded["entities"].items()}
+    summary["entities"] = {e: {k: c.get(k, 0) for k in COUNTS} for e, c in loaded["entities"].items()}
     summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}
     summary["quarantine"] += loaded["refused"]
     summary["findings"] += loaded["findings"]
