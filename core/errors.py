@@ -52,3 +52,12 @@ class MigrationError(TerminalError):
 
 class ChecksumMismatchError(TerminalError):
     """An already-applied schema file was edited."""
+
+
+class PruneRefused(TerminalError):
+    """A prune would remove more of an entity's rows than max_delete_ratio allows; nothing was written."""
+
+    def __init__(self, message: str, *, over: dict[str, tuple[int, int]], max_ratio: float):
+        super().__init__(message)
+        self.over = over  # entity -> (rows it would remove, rows of the tenant)
+        self.max_ratio = max_ratio

@@ -18,6 +18,7 @@ MAX_BATCH = 1_000_000
 BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH, description=f"rows per batch, from 1 to {MAX_BATCH:,}")]
 Name = Annotated[str, Field(min_length=1, description="a name, not empty")]
 Seconds = Annotated[float, Field(gt=0, description="seconds, more than 0")]
+Ratio = Annotated[float, Field(ge=0, le=1, description="a share from 0 to 1, e.g. 0.1")]
 
 
 def check_parameters(fn, flow_name: str, params: dict) -> dict:

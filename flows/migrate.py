@@ -3,10 +3,12 @@ migrate-all: every tenant, one migrate-tenant run each."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import flow
 
 from core.errors import ConfigError
-from core.params import BatchSize, Name, Seconds
+from core.params import BatchSize, Name, Ratio, Seconds
 from core.runner import task_runner
 from sources.manifest import DEFAULT_MANIFEST, load_manifest
 from tasks.decide import decide_tenant
@@ -15,7 +17,9 @@ from tasks.fan_out import deployed, run_tenant_deployments
 from tasks.normalize.resolve import slice_tenant
 from tasks.normalize.rules import load_rules
 from tasks.pipeline import extract_and_normalize, load_tenant
-from tasks.report import publish_migration_report, publish_summary_report
+from tasks.plan import plan_changes
+from tasks.prune import guard_prune, prune_tenant_rows, source_ids
+from tasks.report import publish_migration_report, publish_plan_report, publish_summary_report
 from tasks.review import record_decisions
 from tasks.runs import begin_run, read_run_summaries, record_verify, recorded_run, run_parameters
 from tasks.search import build_indexes
@@ -31,6 +35,9 @@ def migrate_tenant(
     dry_run: bool = False,
     batch_size: BatchSize = DEFAULT_BATCH_ROWS,
     embed: bool = True,
+    plan: bool = False,
+    prune: bool | Literal["soft"] = False,
+    max_delete_ratio: Ratio | None = None,
 ) -> dict:
     """Extract -> normalize -> embed -> load -> link -> verify -> report, for one tenant; the
     run fails (after the report is written) when a verify check fails.
@@ -38,18 +45,39 @@ def migrate_tenant(
     tenant: slug from rules/tenants.yaml. manifest: sources manifest (default: the bundled
     sample). entities: a subset (default: all in the manifest). dry_run: extract, normalize and
     validate, then report; write nothing. batch_size: rows per read and per load batch.
-    embed: False loads rows without vectors (embedding NULL) for backfill-embeddings to fill later."""
+    embed: False loads rows without vectors (embedding NULL) for backfill-embeddings to fill later.
+    plan: everything dry_run does, plus what the run would change in the target (rows per table
+    inserted, updated with the changed columns, unchanged, removed; texts to embed and the time;
+    decisions that change); writes nothing. prune: True deletes, "soft" hides (deleted_at) the
+    tenant's rows that the sources no longer have and that vital-etl made, with their links and
+    chunks; only when the run covers every entity of the manifest. max_delete_ratio: refuse,
+    before anything is written, a prune that removes more than this share of an entity's rows
+    (default: rules/prune.yaml)."""
     m, rules, wanted = load_inputs(manifest, tenant, entities)
     labels = read_tenant_labels(m)
     normalized, sources = extract_and_normalize(m, wanted, rules, labels, batch_size)
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
-    decided = decide_tenant(part, rules, dry_run, embed)
-    summary = assert_json(tenant_summary(part, normalized, sources, dry_run=dry_run))
-    if not dry_run:
-        run_id = summary["run_id"] = begin_run(tenant, run_parameters(tenant, m, wanted, batch_size, embed))
+    complete, writes = set(wanted) == set(m.entities), not (dry_run or plan)
+    gone = (
+        guard_prune(tenant, str(part.tenant.id), source_ids(part), prune == "soft", max_delete_ratio)
+        if writes and prune and complete
+        else {}
+    )
+    decided = decide_tenant(part, rules, not writes, embed, plan=plan)
+    summary = assert_json(tenant_summary(part, normalized, sources, dry_run=not writes))
+    if plan:
+        summary["plan"] = plan_changes(part, decided, complete, prune, max_delete_ratio)
+        publish_plan_report(summary["plan"])
+    if writes:
+        params = run_parameters(tenant, m, wanted, batch_size, embed) | {
+            "prune": prune,
+            "max_delete_ratio": max_delete_ratio,
+        }
+        run_id = summary["run_id"] = begin_run(tenant, params)
         with recorded_run(run_id, summary):
-            add_loaded(summary, load_tenant(part, run_id, batch_size, set(wanted) == set(m.entities), embed))
+            add_loaded(summary, load_tenant(part, run_id, batch_size, complete, embed, pruning=bool(gone)))
             summary["decisions"] = record_decisions(part, decided, run_id)
+            summary["pruned"] = prune_tenant_rows(tenant, str(part.tenant.id), gone, prune == "soft") if gone else {}
             summary["indexes_built"] = build_indexes()
         summary["verify"] = verify_target(tenant, embed)
         record_verify(run_id, summary["verify"])

@@ -4,14 +4,17 @@ vital-etl db start|stop|status      the embedded PostgreSQL under VITAL_HOME
 vital-etl bootstrap [--dry-run]     run the bootstrap-schema flow on the target
 vital-etl sample [--scale N]        build the bundled sample (legacy tables + export files)
 vital-etl migrate --tenant T ...    run the migrate-tenant flow for one tenant
+vital-etl migrate --tenant T --plan [--prune hard|soft]   what the run would change; writes nothing
 vital-etl verify --tenant T         run the verify-tenant flow
 vital-etl backfill [--tenant T]     run the backfill-embeddings flow
 vital-etl undo --tenant T --confirm T   remove everything the tenant's migration loaded
-vital-etl restore --schema S --data D   restore a Supabase dump into the embedded PostgreSQL
+vital-etl restore --schema S [--data D]   restore a dump (plain SQL or pg_dump -Fc) into the embedded PostgreSQL
 vital-etl up | down                 the local Prefect server + worker (and, for down, the DB)
 vital-etl report --tenant T         the report of the tenant's last completed run
 vital-etl review export --tenant T  the decisions of the tenant's last run, lowest confidence first (CSV)
 vital-etl review import FILE        a filled review file into rules/overrides/ (applied by the next run)
+vital-etl explain (--id UUID | --entity E --key KEY) --tenant T [--json]
+                                    where one row of the target came from and what shaped it (read-only)
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from flows.migrate import migrate_tenant
 
     entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
+    pruning = _plan_prune_parameters(args, migrate_tenant)
     summary = _run_flow(
         migrate_tenant,
         tenant=args.tenant,
@@ -80,10 +84,33 @@ def _migrate(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         batch_size=args.batch_size,
         embed=not args.no_embed,
+        **pruning,
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
+    if summary.get("plan"):
+        from tasks.plan import plan_markdown
+
+        if not args.json:
+            print(plan_markdown(summary["plan"]))
+        return 1 if summary["plan"]["guard"]["refused"] else 0
     return 0 if summary["reconciled"] else 1
+
+
+def _plan_prune_parameters(args: argparse.Namespace, flow) -> dict:
+    """--plan, --prune and --max-delete-ratio as migrate-tenant parameters (only those given)."""
+    import inspect
+
+    given = {
+        "plan": True if args.plan else None,
+        "prune": {"hard": True, "soft": "soft"}.get(args.prune),
+        "max_delete_ratio": args.max_delete_ratio,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    missing = [k for k in given if k not in inspect.signature(flow.fn).parameters]
+    if missing:  # never run a real migration in place of the plan or prune that was asked for
+        raise VitalError(f"this migrate-tenant has no parameter {', '.join(missing)}; nothing was run")
+    return given
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -187,6 +214,22 @@ def _report(args: argparse.Namespace) -> int:
     return 0 if run["counts"].get("verify", {}).get("passed", True) else 1
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from core.connections import target_dsn
+    from tasks.explain import RowNotFound, explain_row, render_text
+
+    if bool(args.entity) != bool(args.key):
+        print("vital-etl: explain needs --id UUID, or --entity and --key together", file=sys.stderr)
+        return 2
+    try:
+        found = explain_row(target_dsn(), args.tenant, row_id=args.id, entity=args.entity, key=args.key)
+    except RowNotFound as exc:
+        print(f"vital-etl: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(found, indent=2, ensure_ascii=False, default=str) if args.json else render_text(found))
+    return 0
+
+
 def _restore(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -212,7 +255,7 @@ def _local_prefect_defaults() -> None:
 
 
 # commands that reach a database: the embedded server is started for them when no DSN is set
-NEEDS_DATABASE = {"bootstrap", "sample", "migrate", "verify", "backfill", "undo", "restore", "report"}
+NEEDS_DATABASE = {"bootstrap", "sample", "migrate", "verify", "backfill", "undo", "restore", "report", "explain"}
 
 
 def _start_what_it_uses() -> None:
@@ -265,6 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     mig.add_argument("--batch-size", type=int, default=5000, help="rows per read and per load batch")
     mig.add_argument("--no-embed", action="store_true", help="load without vectors; run `vital-etl backfill` later")
     mig.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    mig.add_argument("--plan", action="store_true", help="print what the run would change in the target; write nothing")
+    mig.add_argument(
+        "--prune",
+        choices=["hard", "soft"],
+        help="remove (hard) or hide (soft: deleted_at) the rows the sources no longer have",
+    )
+    mig.add_argument(
+        "--max-delete-ratio",
+        type=float,
+        help="refuse a prune that removes more than this share of an entity's rows (default: rules/prune.yaml, 0.1)",
+    )
     mig.set_defaults(func=_migrate)
     ver = sub.add_parser("verify", help="verify one tenant's migration (flow verify-tenant)")
     ver.add_argument("--tenant", required=True)
@@ -279,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     undo.add_argument("--tenant", required=True)
     undo.add_argument("--confirm", help="the tenant slug again, to confirm")
     undo.set_defaults(func=_undo)
-    rst = sub.add_parser("restore", help="restore a Supabase/pg_dump (schema + data) into the embedded PostgreSQL")
-    rst.add_argument("--schema", required=True, help="schema-only dump (plain SQL)")
-    rst.add_argument("--data", help="data-only dump (plain SQL, INSERTs)")
+    rst = sub.add_parser(
+        "restore", help="restore a pg_dump / supabase db dump (plain SQL or -Fc) into the embedded PostgreSQL"
+    )
+    rst.add_argument("--schema", required=True, help="the dump (plain SQL or pg_dump -Fc/-Ft/-Fd), or its schema part")
+    rst.add_argument("--data", help="its data part, when schema and data were dumped apart")
     rst.set_defaults(func=_restore)
     up = sub.add_parser("up", help="start the local Prefect server and a process worker (background)")
     up.set_defaults(func=_up)
@@ -297,6 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="print the report of a tenant's last completed migrate-tenant run")
     rep.add_argument("--tenant", required=True)
     rep.set_defaults(func=_report)
+    exp = sub.add_parser("explain", help="where one row of the target came from and what shaped it (read-only)")
+    which = exp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", help="the row's id (a UUID)")
+    which.add_argument("--entity", help="the row's table (agents, personas, ...), with --key")
+    exp.add_argument("--key", help="the row's legacy key, as the source writes it (with --entity)")
+    exp.add_argument("--tenant", required=True, help="tenant slug")
+    exp.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    exp.set_defaults(func=_explain)
     args = parser.parse_args(argv)
     try:
         if args.command in NEEDS_DATABASE:

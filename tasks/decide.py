@@ -885,10 +885,20 @@ def cached_vectors(dry_run: bool) -> Vectors:
 
 
 @task(name="decide", task_run_name="decide-{part.tenant.slug}", cache_policy=NO_CACHE)
-def decide_tenant(part: TenantSlice, rules: Rules, dry_run: bool = False, model: bool = True) -> Decided:
+def decide_tenant(
+    part: TenantSlice, rules: Rules, dry_run: bool = False, model: bool = True, plan: bool = False
+) -> Decided:
     """Areas and links of one tenant decided from evidence, with reviewers' overrides applied
-    (the slice is changed in place); returns every decision with its evidence."""
-    vectors = cached_vectors(dry_run) if model else None
+    (the slice is changed in place); returns every decision with its evidence. plan: the vectors
+    a real run would use (the cache first; missing texts encoded in memory, stored nowhere)."""
+    if not model:
+        vectors = None
+    elif plan:
+        from tasks.plan import plan_vectors
+
+        vectors = plan_vectors()
+    else:
+        vectors = cached_vectors(dry_run)
     decided = decide_slice(part, rules, vectors, overrides=load_overrides(part.tenant.slug))
     s = decided.summary()
     part.findings.append(

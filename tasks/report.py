@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from tasks.summary import COUNTS, JUNCTION_COUNTS
+
 log = logging.getLogger(__name__)
+HEADINGS = {"skipped": "skipped (other tenant)"}
 
 
 def schema_report_markdown(summary: dict) -> str:
@@ -50,25 +53,33 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
     create_markdown_artifact(key=key, markdown=markdown, description=description)
 
 
+def publish_plan_report(plan: dict) -> None:
+    """The plan (what a run would change; nothing written) as a Markdown artifact."""
+    from tasks.plan import plan_markdown
+
+    md = plan_markdown(plan)
+    print(md)
+    publish_markdown(
+        f"plan-{plan['tenant']}", md, f"migrate-tenant {plan['tenant']}: what the run would change (nothing written)"
+    )
+
+
 def migration_report_markdown(summary: dict) -> str:
     """The migrate-tenant report: counts per entity, junctions, findings, quarantine reasons."""
     mode = "dry run: nothing was written" if summary["dry_run"] else "loaded"
     lines = [
         f"# migrate-tenant `{summary['tenant']}` ({mode})",
         "",
-        "| entity | read | created | loaded | quarantined | skipped (other tenant) | embedded | reused |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| entity | " + " | ".join(HEADINGS.get(k, k) for k in COUNTS) + " |",
+        "|---|" + "---:|" * len(COUNTS),
     ]
-    totals = dict.fromkeys(("read", "created", "loaded", "quarantined", "skipped", "embedded", "reused"), 0)
+    totals = dict.fromkeys(COUNTS, 0)
     from core.catalogue import CATALOGUE_TABLES
 
     # catalogue order (a summary read back from jsonb has its keys sorted otherwise)
     order = {e: i for i, e in enumerate(CATALOGUE_TABLES)}
     for entity, c in sorted(summary["entities"].items(), key=lambda kv: order.get(kv[0], len(order))):
-        lines.append(
-            f"| {entity} | {c['read']} | {c.get('created', 0)} | {c['loaded']} | {c['quarantined']} | "
-            f"{c['skipped']} | {c['embedded']} | {c['reused']} |"
-        )
+        lines.append(f"| {entity} | " + " | ".join(str(c.get(k, 0)) for k in COUNTS) + " |")
         for k in totals:
             totals[k] += c.get(k, 0)
     lines.append("| **total** | " + " | ".join(f"**{totals[k]}**" for k in totals) + " |")
@@ -78,9 +89,10 @@ def migration_report_markdown(summary: dict) -> str:
         + (" holds for every entity." if summary["reconciled"] else " does NOT hold; see findings."),
     ]
     if summary["junctions"]:
-        lines += ["", "| junction | rows | references | unresolved |", "|---|---:|---:|---:|"]
+        lines += ["", "| junction | " + " | ".join(JUNCTION_COUNTS) + " |", "|---|" + "---:|" * len(JUNCTION_COUNTS)]
         lines += [
-            f"| {j} | {c['rows']} | {c['references']} | {c['unresolved']} |" for j, c in summary["junctions"].items()
+            f"| {j} | " + " | ".join(str(c.get(k, 0)) for k in JUNCTION_COUNTS) + " |"
+            for j, c in summary["junctions"].items()
         ]
     if summary["findings"]:
         lines += ["", "## Data-quality findings", ""] + [f"- {f}" for f in summary["findings"]]

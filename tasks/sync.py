@@ -80,11 +80,12 @@ def prune_links(
 
 
 def count_stale(conn: psycopg.Connection, table: str, tenant_id: str, ids: list[str]) -> int:
-    """The tenant's rows in `table` whose id is not among `ids` (this run's)."""
+    """The tenant's visible rows in `table` whose id is not among `ids` (this run's); rows a soft
+    prune hid are not counted again."""
     return conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND NOT (id = ANY(%s::uuid[]))").format(
-            sql.Identifier(table)
-        ),
+        sql.SQL(
+            "SELECT count(*) FROM {} WHERE tenant_id = %s AND deleted_at IS NULL AND NOT (id = ANY(%s::uuid[]))"
+        ).format(sql.Identifier(table)),
         (tenant_id, ids),
     ).fetchone()[0]
 

@@ -126,13 +126,15 @@ def _search_checks(conn: psycopg.Connection, tenant_id: str, check) -> dict:
 def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str]:
     """As a NOLOGIN role that does not own the tables: with app.tenant_id set, only this
     tenant's rows are visible in every tenant-scoped table; with none set, no rows."""
-    tables = [
-        r[0]
-        for r in conn.execute(
-            """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+    soft = {}  # table -> has deleted_at: RLS hides soft-deleted rows (schema/0014)
+    for name, has_deleted_at in conn.execute(
+        """SELECT c.relname, EXISTS (SELECT 1 FROM pg_attribute d WHERE d.attrelid = c.oid
+                  AND d.attname = 'deleted_at' AND NOT d.attisdropped)
+           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
            WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' ORDER BY 1"""
-        )
-    ]
+    ):
+        soft[name] = has_deleted_at
+    tables = list(soft)
     try:
         with conn.transaction():
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (VERIFY_ROLE,)).fetchone():
@@ -166,7 +168,7 @@ def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str
             if other:
                 problems.append(f"{t}: {other} rows of other tenants visible")
     for t in tables:
-        owner_sees = _count(conn, t, tenant_id)
+        owner_sees = _count(conn, t, tenant_id, "deleted_at IS NULL" if soft[t] else "TRUE")
         if owner_sees != seen[t]:
             problems.append(f"{t}: the role sees {seen[t]} of the tenant's {owner_sees} rows")
     return (

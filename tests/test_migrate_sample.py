@@ -96,7 +96,7 @@ def test_migrate_rerun_change_undo(sample_env):
     fourth = migrate_tenant(tenant="pharma")
     assert (
         "tools: 1 row(s) of pharma in the target are no longer in the sources; they were kept "
-        "(undo-tenant, then migrate again, removes them)" in fourth["findings"]
+        '(migrate again with prune=True, or prune="soft", removes them)' in fourth["findings"]
     )
     with psycopg.connect(target) as conn:
         assert (
@@ -163,3 +163,52 @@ def test_a_run_killed_with_sigkill_and_restarted_ends_like_an_uninterrupted_run(
     done = subprocess.run(cmd, env={**env, "VITAL_TARGET_DSN": clean}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert contents(sample_env["target"]) == contents(clean)
+
+
+def test_plan_prune_and_the_guard_end_to_end(sample_env):
+    """Issue 15 through the flow: a plan names the edit, the addition and the removal and writes
+    nothing; the guard refuses a prune over max_delete_ratio before anything is written; a soft
+    prune hides the row, the row coming back un-hides it, a hard prune removes it."""
+    from test_prune import db_hashes
+
+    from core.errors import PruneRefused
+
+    target = sample_env["target"]
+    migrate_tenant(tenant="pharma")
+    tools_file = sample.sample_dir() / "exports" / "tools.json"
+    original = tools_file.read_text()
+    tools = json.loads(original)
+    try:
+        tools[1]["description"] = "FDA label lookup, now with boxed warnings."
+        removed = tools.pop()
+        tools_file.write_text(json.dumps([*tools, {**tools[0], "name": "Veeva Vault", "slug": "veeva-vault"}]))
+        before = db_hashes(target)
+        planned = migrate_tenant(tenant="pharma", plan=True, prune=True, max_delete_ratio=0.5)
+        assert db_hashes(target) == before  # not even etl.runs or the embedding cache
+        t = planned["plan"]["tables"]["tools"]
+        assert (t["insert"], list(t["update"]), t["remove"]) == (["veeva-vault"], [tools[1]["slug"]], [removed["slug"]])
+        assert planned["plan"]["embed"]["texts"] == 2
+        with pytest.raises(PruneRefused, match=r"tools 1 of 5 rows \(20%\)"):
+            migrate_tenant(tenant="pharma", prune=True)  # rules/prune.yaml: 0.1
+        assert db_hashes(target) == before  # refused before anything was written
+        soft = migrate_tenant(tenant="pharma", prune="soft", max_delete_ratio=0.5)
+        assert soft["pruned"] == {"tools": 1} and soft["verify"]["passed"]
+
+        def hidden() -> int:
+            with psycopg.connect(target) as conn:
+                return conn.execute(
+                    "SELECT count(*) FROM tools WHERE legacy_key = %s AND deleted_at IS NOT NULL", (removed["slug"],)
+                ).fetchone()[0]
+
+        assert hidden() == 1
+        tools_file.write_text(original)  # back in the sources: visible again
+        migrate_tenant(tenant="pharma")
+        assert hidden() == 0
+        tools_file.write_text(json.dumps(tools))  # gone again, and veeva-vault (no longer in the sources)
+        hard = migrate_tenant(tenant="pharma", prune=True, max_delete_ratio=0.5)
+        assert hard["pruned"] == {"tools": 2}
+        with psycopg.connect(target) as conn:
+            left = {k for (k,) in conn.execute("SELECT legacy_key FROM tools")}
+        assert left == {t["slug"] for t in tools}
+    finally:
+        tools_file.write_text(original)

@@ -46,6 +46,11 @@ def test_both_tenants_migrate_and_verify(migrated):
     # the second tenant's texts were already in the content-addressed cache
     assert runs["digital-health"]["entities"]["prompts"]["embedded"] == 0
     assert runs["digital-health"]["entities"]["prompts"]["reused"] == 1000
+    for tenant, summary in runs.items():  # k-NN under RLS as a non-owner role vs an exact scan
+        recall = {t: r["recall"] for t, r in summary["verify"]["search"].items() if r["queries"]}
+        assert {"agents", "prompts", "jobs_to_be_done"} <= set(recall), (tenant, recall)
+        assert all(r >= 0.95 for r in recall.values()), (tenant, recall)
+        assert not any(r["short"] for r in summary["verify"]["search"].values()), tenant
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM jobs_to_be_done WHERE functional_area IS NULL").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM knowledge_chunks").fetchone()[0] > 1000
@@ -112,3 +117,51 @@ def test_what_the_target_holds_is_what_the_sources_say(migrated):
         )
         assert one("SELECT count(*) FROM org_departments WHERE tenant_id = %s AND metadata ? 'Department_ID'") == 31
         assert one("SELECT count(*) FROM knowledge_documents WHERE tenant_id = %s AND title !~ '[[:alnum:]]'") == 0
+
+
+def test_a_plan_of_the_real_data_names_each_change_and_writes_nothing(migrated, monkeypatch):
+    """Issue 15: after a full run, a plan with one tool edited, one removed and one added names
+    exactly those, with 2 texts to embed, and leaves every table as it was."""
+    import polars as pl
+    from test_prune import db_hashes, slice_run
+
+    from core.identity import row_id
+    from tasks.plan import plan_changes
+
+    dsn, _ = migrated
+    monkeypatch.setenv("VITAL_TARGET_DSN", dsn)
+    before = db_hashes(dsn)
+    run = slice_run("pharma", str(MANIFEST), decide=True)
+    same = plan_changes.fn(run.part, run.decided, run.complete)
+    assert (same["totals"]["insert"], same["totals"]["update"], same["totals"]["remove"]) == (0, 0, 0)
+    assert same["embed"]["texts"] == 0 and not (same["decisions"]["insert"] or same["decisions"]["update"])
+    tools = run.part.entities["tools"]
+    with psycopg.connect(dsn) as conn:
+        linked = {
+            r[0]
+            for r in conn.execute("SELECT DISTINCT t.legacy_key FROM agent_tools a JOIN tools t ON t.id = a.tool_id")
+        }
+    edited, removed = [k for k in tools.rows["legacy_key"].to_list() if k not in linked][:2]
+    new = tools.rows.filter(pl.col("legacy_key") == edited).with_columns(
+        legacy_key=pl.lit("plan-test-tool"),
+        id=pl.lit(str(row_id(run.part.tenant.id, "tools", "plan-test-tool"))),
+        name=pl.lit("Plan Test Tool"),
+        slug=pl.lit("plan-test-tool"),
+    )
+    tools.rows = pl.concat(
+        [
+            tools.rows.filter(pl.col("legacy_key") != removed).with_columns(
+                description=pl.when(pl.col("legacy_key") == edited)
+                .then(pl.lit("Edited for the plan test."))
+                .otherwise(pl.col("description"))
+            ),
+            new,
+        ]
+    )
+    plan = plan_changes.fn(run.part, run.decided, run.complete, True, 1.0)
+    t = plan["tables"]["tools"]
+    assert t["insert"] == ["plan-test-tool"] and t["remove"] == [removed]
+    assert t["update"] == {edited: ["content_sha256", "description", "embedding"]}
+    assert (plan["totals"]["insert"], plan["totals"]["update"], plan["totals"]["remove"]) == (1, 1, 1)
+    assert plan["embed"]["texts"] == 2
+    assert db_hashes(dsn) == before
