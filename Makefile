@@ -28,7 +28,7 @@ help:
 	@echo "make down       stop what make up started, and the embedded PostgreSQL"
 	@echo "make sample     build the bundled sample: legacy tables in the source DB, export files in VITAL_HOME"
 	@echo "make bootstrap  bootstrap-schema on VITAL_TARGET_DSN (or the embedded target)"
-	@echo "make rehearse   SCHEMA=... DATA=... MANIFEST=...: restore a dump, migrate every tenant into an embedded copy"
+	@echo "make rehearse   SCHEMA=... [DATA=...] MANIFEST=...: restore a dump (plain SQL or pg_dump -Fc; DATA= for one file), migrate every tenant into an embedded copy"
 	@echo "make bench      the benchmarks of bench/ (tables printed, JSON in bench/results/); takes ~20 min"
 	@echo "make fidelity   every record of the real VITAL exports compared field by field with what is loaded"
 	@echo "make quality    functional areas and links against the hand-made labels of bench/quality/ (before/after)"
@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "vital-etl needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,openvino]'
 	mkdir -p $(PREFECT_HOME)
 	touch $@
 

@@ -54,6 +54,18 @@ class Settings(BaseSettings):
         description="the name stored in `embedding_model` columns "
         "(default: the bundled model's id, or the folder name)",
     )
+    embedding_backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch",
+        description="what runs the model: `torch` (sentence-transformers), `onnx` (onnxruntime) or `openvino`; "
+        "onnx and openvino run a copy exported once under VITAL_HOME/models/ and are used only where they "
+        "pass the quality gate of rules/embedding.yaml on the tenant's texts (else torch)",
+    )
+    embedding_quantize: Literal["none", "int8"] = Field(
+        "none", description="`int8`: dynamic int8 quantization of the exported model (backend `onnx` only)"
+    )
+    embedding_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the torch backend runs; `auto`: `cuda` when torch sees a GPU, else `cpu`"
+    )
     maintenance_work_mem: str = Field(
         "1GB", description="`maintenance_work_mem` for building HNSW indexes after a load"
     )
@@ -85,6 +97,9 @@ FORWARDED = (
     "target_dsn_secret",
     "embedding_model",
     "embedding_model_id",
+    "embedding_backend",
+    "embedding_quantize",
+    "embedding_device",
     "task_runner",
     "dask_address",
 )
@@ -117,14 +132,48 @@ def vital_home() -> Path:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which sentence-transformers model embeds, and its vector size.
+    """Which sentence-transformers model embeds, what runs it, and its vector size.
 
     Read from the model folder's config files, so the schema can be sized without
-    importing torch."""
+    importing torch. `model_id` is what `embedding_model` columns and etl.embedding_cache
+    store: the model's id for torch fp32, the id plus `+<backend>-<precision>` for any other
+    backend (e.g. `sentence-transformers/all-MiniLM-L6-v2+onnx-int8`), so vectors of two
+    backends never mix."""
 
     model_id: str
     path: Path
     dim: int
+    backend: str = "torch"
+    quantize: str = "none"
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.quantize == "int8" else "fp32"
+
+    @property
+    def variant(self) -> str:
+        """`torch-fp32`, `onnx-int8`, ..."""
+        return f"{self.backend}-{self.precision}"
+
+    @property
+    def is_reference(self) -> bool:
+        """torch fp32: what every other backend is measured against."""
+        return self.backend == "torch" and self.quantize == "none"
+
+    @property
+    def base_id(self) -> str:
+        """The model's id without the backend suffix."""
+        return self.model_id if self.is_reference else self.model_id.removesuffix(f"+{self.variant}")
+
+    def with_backend(self, backend: str, quantize: str = "none") -> ModelSpec:
+        """The same model run by another backend, under its own model id."""
+        base, plain = self.base_id, backend == "torch" and quantize == "none"
+        suffix = "" if plain else f"+{backend}-{'int8' if quantize == 'int8' else 'fp32'}"
+        return ModelSpec(base + suffix, self.path, self.dim, backend, quantize)
+
+    def reference(self) -> ModelSpec:
+        """This model on torch fp32 (the id without a suffix)."""
+        return self.with_backend("torch")
 
 
 def _bundled_model_dir() -> Path:
@@ -178,8 +227,16 @@ def _model_spec(value: str | None, model_id: str | None) -> ModelSpec:
 
 
 def model_spec() -> ModelSpec:
-    """The embedding model of VITAL_EMBEDDING_MODEL (a folder), else the bundled all-MiniLM-L6-v2.
+    """The embedding model of VITAL_EMBEDDING_MODEL (a folder), else the bundled all-MiniLM-L6-v2,
+    run by VITAL_EMBEDDING_BACKEND (with VITAL_EMBEDDING_QUANTIZE).
 
-    VITAL_EMBEDDING_MODEL_ID names the model in `embedding_model` columns (default: the folder name)."""
+    VITAL_EMBEDDING_MODEL_ID names the model in `embedding_model` columns (default: the folder name);
+    a backend other than torch fp32 adds `+<backend>-<precision>` to it. This is the configured
+    backend: `tasks.model.accepted_spec` decides, on a tenant's texts, whether it is used."""
     s = settings()
-    return _model_spec(s.embedding_model, s.embedding_model_id)
+    if s.embedding_quantize != "none" and s.embedding_backend != "onnx":
+        raise ConfigError(
+            f"VITAL_EMBEDDING_QUANTIZE={s.embedding_quantize} needs VITAL_EMBEDDING_BACKEND=onnx "
+            f"(got {s.embedding_backend}, which runs fp32); set VITAL_EMBEDDING_BACKEND=onnx or unset the quantization"
+        )
+    return _model_spec(s.embedding_model, s.embedding_model_id).with_backend(s.embedding_backend, s.embedding_quantize)

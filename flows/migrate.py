@@ -79,7 +79,7 @@ def migrate_tenant(
             summary["decisions"] = record_decisions(part, decided, run_id)
             summary["pruned"] = prune_tenant_rows(tenant, str(part.tenant.id), gone, prune == "soft") if gone else {}
             summary["indexes_built"] = build_indexes()
-        summary["verify"] = verify_target(tenant, embed)
+        summary["verify"] = verify_target(tenant, embed, summary["model"])
         record_verify(run_id, summary["verify"])
     publish_migration_report(summary)
     require_verified(summary.get("verify"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +112,12 @@ def texts_and_hashes(entity: str, rows: list[dict], model_id: str) -> tuple[list
     return texts, [content_sha256(model_id, t) for t in texts]
 
 
+def tenant_texts(rows_by_entity: dict[str, Iterable[dict]]) -> list[str]:
+    """The texts of every searchable entity's rows (entity -> rows), e.g. for the embedding
+    backend's quality gate (tasks.model.accepted_spec)."""
+    return [TEMPLATES[e](r) for e, rows in rows_by_entity.items() if e in TEMPLATES for r in rows]
+
+
 @dataclass
 class EmbedStats:
     rows: int = 0
@@ -164,8 +170,10 @@ def ensure_cached(
 
 
 @task(name="embed", task_run_name="embed-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def embed(entity: str, tenant: str, texts: list[str], hashes: list[str]) -> EmbedStats:
-    """Encode what etl.embedding_cache lacks, with a progress artifact while it runs."""
+def embed(entity: str, tenant: str, texts: list[str], hashes: list[str], spec: ModelSpec | None = None) -> EmbedStats:
+    """Encode what etl.embedding_cache lacks, with a progress artifact while it runs.
+
+    spec: the model the hashes were made with (tasks.model.accepted_spec); default: model_spec()."""
     from tasks.model import encode
 
     logger = get_run_logger()
@@ -176,7 +184,7 @@ def embed(entity: str, tenant: str, texts: list[str], hashes: list[str]) -> Embe
         logger.info("embedding %s: %d/%d new texts", entity, done, total)
 
     with connect(target_dsn(), autocommit=True) as conn:
-        stats = ensure_cached(conn, model_spec(), texts, hashes, encode, progress=progress)
+        stats = ensure_cached(conn, spec or model_spec(), texts, hashes, encode, progress=progress)
     update_progress_artifact(progress_id, progress=100.0)
     return stats
 
@@ -184,11 +192,14 @@ def embed(entity: str, tenant: str, texts: list[str], hashes: list[str]) -> Embe
 EMBED_CHUNK = 2000
 
 
-def embed_all(table: str, tenant: str, texts: list[str], hashes: list[str]) -> EmbedStats:
-    """embed tasks over chunks of EMBED_CHUNK texts (parallel on a Dask cluster)."""
+def embed_all(
+    table: str, tenant: str, texts: list[str], hashes: list[str], spec: ModelSpec | None = None
+) -> EmbedStats:
+    """embed tasks over chunks of EMBED_CHUNK texts (parallel on a Dask cluster), with `spec`
+    (the one the hashes were made with; default: model_spec())."""
     total = EmbedStats()
     futures = [
-        embed.submit(table, tenant, texts[i : i + EMBED_CHUNK], hashes[i : i + EMBED_CHUNK])
+        embed.submit(table, tenant, texts[i : i + EMBED_CHUNK], hashes[i : i + EMBED_CHUNK], spec)
         for i in range(0, len(texts), EMBED_CHUNK)
     ]
     for f in futures:

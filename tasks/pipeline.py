@@ -8,9 +8,10 @@ from prefect import get_run_logger
 from core.settings import model_spec
 from sources.manifest import Manifest
 from tasks.chunk import chunk_documents
-from tasks.embed import EmbedStats, embed_all
+from tasks.embed import EmbedStats, embed_all, tenant_texts
 from tasks.extract import extract
 from tasks.load import load_table
+from tasks.model import accepted_spec
 from tasks.normalize import normalize
 from tasks.normalize.base import Normalized
 from tasks.normalize.resolve import TenantSlice
@@ -42,7 +43,14 @@ def load_tenant(
     complete: the run covers every entity of the manifest, so rows the sources no longer have
     are counted (unless pruning: the run removes them after the load). Junction rows this run
     would derive from the same sources but no longer does are removed and counted (tasks/sync.py)."""
-    tenant, spec = part.tenant, model_spec()
+    tenant = part.tenant
+    # the configured backend when it passes the quality gate on this tenant's texts, else torch fp32
+    spec, note = (
+        accepted_spec(tenant_texts({e: s.rows.iter_rows(named=True) for e, s in part.entities.items()}))
+        if embed_now
+        else (model_spec(), "embedding deferred to backfill-embeddings")
+    )
+    get_run_logger().info("%s: %s", tenant.slug, note)
     counts: dict[str, dict] = {}
     origins: dict[str, dict[str, str | None]] = {}  # entity -> {id: source} of the rows loaded
     refused: list[dict] = []
@@ -53,7 +61,7 @@ def load_tenant(
         for table, table_rows in [(entity, rows), *derived.items()]:
             texts = with_hashes(table, table_rows, spec.model_id)
             hashes = [r["content_sha256"] for r in table_rows] if texts else []
-            stats = embed_all(table, tenant.slug, texts, hashes) if embed_now else EmbedStats()
+            stats = embed_all(table, tenant.slug, texts, hashes, spec) if embed_now else EmbedStats()
             result = load_table(table, table_rows, tenant.slug, batch_size)
             rejects = (
                 [
@@ -130,4 +138,11 @@ def load_tenant(
             "removed": removed,
             "retries": result.retries,
         }
-    return {"entities": counts, "junctions": junctions, "refused": refused, "findings": findings}
+    return {
+        "entities": counts,
+        "junctions": junctions,
+        "refused": refused,
+        "findings": findings,
+        "model": spec.model_id,
+        "model_note": note,
+    }

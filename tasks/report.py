@@ -83,6 +83,8 @@ def migration_report_markdown(summary: dict) -> str:
         for k in totals:
             totals[k] += c.get(k, 0)
     lines.append("| **total** | " + " | ".join(f"**{totals[k]}**" for k in totals) + " |")
+    if summary.get("model"):
+        lines += ["", f"Embedding model: `{summary['model']}` ({summary.get('model_note') or ''})"]
     lines += [
         "",
         "Every source row is accounted for: read + created = loaded + quarantined + skipped"

@@ -113,4 +113,5 @@ def add_loaded(summary: dict, loaded: dict) -> None:
     summary["junctions"] = {j: {**summary["junctions"].get(j, {}), **c} for j, c in loaded["junctions"].items()}
     summary["quarantine"] += loaded["refused"]
     summary["findings"] += loaded["findings"]
+    summary["model"], summary["model_note"] = loaded.get("model"), loaded.get("model_note")
     summary["reconciled"] = all(reconciles(c) for c in summary["entities"].values())

@@ -11,7 +11,15 @@ import psycopg
 import pytest
 
 # Tests never touch a user's databases or VITAL_HOME.
-for var in ("VITAL_SOURCE_DSN", "VITAL_TARGET_DSN", "VITAL_EMBEDDING_MODEL", "VITAL_EMBEDDING_MODEL_ID"):
+for var in (
+    "VITAL_SOURCE_DSN",
+    "VITAL_TARGET_DSN",
+    "VITAL_EMBEDDING_MODEL",
+    "VITAL_EMBEDDING_MODEL_ID",
+    "VITAL_EMBEDDING_BACKEND",
+    "VITAL_EMBEDDING_QUANTIZE",
+    "VITAL_EMBEDDING_DEVICE",
+):
     os.environ.pop(var, None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
