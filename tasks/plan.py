@@ -363,7 +363,7 @@ def embedding_plan(conn: psycopg.Connection, spec: ModelSpec, texts: dict[str, l
         encode(spec, sample)
         rate = len(sample) / max(time.perf_counter() - started, 1e-6)
         out["rate_per_s"] = round(rate, 1)
-        out["estimated_s"] = round(len(missing) / rate, 1)
+        out["estimated_s"] = round(len(missing) / rate, 3)
     return out
 
 

@@ -180,12 +180,10 @@ def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str
 
 @task(name="verify", task_run_name="verify-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
 def verify_target(tenant: str, embedded: bool = True, model_id: str | None = None) -> dict:
-    """model_id: the model the rows were embedded with (default: that of the tenant's last
-    migrate-tenant run, which the quality gate may have chosen, else the configured one)."""
+    """model_id: the model the rows must be embedded with: the one a migrate-tenant run used (the
+    quality gate may have fallen back to torch fp32), else the configured one."""
     tenant_id = str(load_tenants().by_slug(tenant).id)
     with connect(target_dsn(), autocommit=True) as conn:
-        if model_id is None:
-            model_id = ((last_run(conn, "migrate-tenant", tenant) or {}).get("counts") or {}).get("model")
         return verify(conn, tenant, tenant_id, model_id or model_spec().model_id, embedded)
 
 

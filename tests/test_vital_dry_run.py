@@ -146,6 +146,9 @@ def test_flow_dry_run_for_both_tenants(pg_server, prefect_harness):
             "skipped": 262 - agents,
             "embedded": 0,
             "reused": 0,
+            "written": 0,
+            "unchanged": 0,
+            "retries": 0,
         }
         for e, c in summary["entities"].items():
             assert c["read"] + c["created"] == c["loaded"] + c["quarantined"] + c["skipped"], e
