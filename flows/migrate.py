@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from core.errors import ConfigError
 from core.params import BatchSize, Name, Ratio, Seconds
 from core.runner import task_runner
 from sources.manifest import DEFAULT_MANIFEST, load_manifest
+from tasks.batches import remove_run_folder
 from tasks.decide import decide_tenant
 from tasks.extract import DEFAULT_BATCH_ROWS, load_inputs, read_tenant_labels
 from tasks.fan_out import deployed, run_tenant_deployments
@@ -59,14 +61,15 @@ def migrate_tenant(
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     complete, writes = set(wanted) == set(m.entities), not (dry_run or plan)
     gone = (
-        guard_prune(tenant, str(part.tenant.id), source_ids(part), prune == "soft", max_delete_ratio)
+        guard_prune(tenant, str(part.tenant.id), quote(source_ids(part)), prune == "soft", max_delete_ratio)
         if writes and prune and complete
         else {}
     )
-    decided = decide_tenant(part, rules, not writes, embed, plan=plan)
+    # quote(): these are in-process objects of thousands of rows; Prefect need not walk them
+    decided = decide_tenant(quote(part), quote(rules), not writes, embed, plan=plan)
     summary = assert_json(tenant_summary(part, normalized, sources, dry_run=not writes))
     if plan:
-        summary["plan"] = plan_changes(part, decided, complete, prune, max_delete_ratio)
+        summary["plan"] = plan_changes(quote(part), quote(decided), complete, prune, max_delete_ratio)
         publish_plan_report(summary["plan"])
     if writes:
         params = run_parameters(tenant, m, wanted, batch_size, embed) | {
@@ -76,9 +79,10 @@ def migrate_tenant(
         run_id = summary["run_id"] = begin_run(tenant, params)
         with recorded_run(run_id, summary):
             add_loaded(summary, load_tenant(part, run_id, batch_size, complete, embed, pruning=bool(gone)))
-            summary["decisions"] = record_decisions(part, decided, run_id)
+            summary["decisions"] = record_decisions(quote(part), quote(decided), run_id)
             summary["pruned"] = prune_tenant_rows(tenant, str(part.tenant.id), gone, prune == "soft") if gone else {}
             summary["indexes_built"] = build_indexes()
+        remove_run_folder(run_id)
         summary["verify"] = verify_target(tenant, embed, summary["model"])
         record_verify(run_id, summary["verify"])
     publish_migration_report(summary)

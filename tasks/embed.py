@@ -17,13 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
-from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
 
-from core.connections import connect, target_dsn
-from core.retry import IO_RETRIES
-from core.settings import ModelSpec, model_spec
+from core.settings import ModelSpec
 
 MAX_CHARS = 2000  # the model reads 256 word pieces (~1,000-1,500 characters); more is cut anyway
 
@@ -167,41 +162,3 @@ def ensure_cached(
             progress(min(start + batch_size, len(missing)), len(missing))
     fresh = set(missing)
     return EmbedStats(rows=len(hashes), embedded=len(missing), reused=sum(1 for h in hashes if h not in fresh))
-
-
-@task(name="embed", task_run_name="embed-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def embed(entity: str, tenant: str, texts: list[str], hashes: list[str], spec: ModelSpec | None = None) -> EmbedStats:
-    """Encode what etl.embedding_cache lacks, with a progress artifact while it runs.
-
-    spec: the model the hashes were made with (tasks.model.accepted_spec); default: model_spec()."""
-    from tasks.model import encode
-
-    logger = get_run_logger()
-    progress_id = create_progress_artifact(progress=0.0, description=f"embedding {entity} for {tenant}")
-
-    def progress(done: int, total: int) -> None:
-        update_progress_artifact(progress_id, progress=100.0 * done / total)
-        logger.info("embedding %s: %d/%d new texts", entity, done, total)
-
-    with connect(target_dsn(), autocommit=True) as conn:
-        stats = ensure_cached(conn, spec or model_spec(), texts, hashes, encode, progress=progress)
-    update_progress_artifact(progress_id, progress=100.0)
-    return stats
-
-
-EMBED_CHUNK = 2000
-
-
-def embed_all(
-    table: str, tenant: str, texts: list[str], hashes: list[str], spec: ModelSpec | None = None
-) -> EmbedStats:
-    """embed tasks over chunks of EMBED_CHUNK texts (parallel on a Dask cluster), with `spec`
-    (the one the hashes were made with; default: model_spec())."""
-    total = EmbedStats()
-    futures = [
-        embed.submit(table, tenant, texts[i : i + EMBED_CHUNK], hashes[i : i + EMBED_CHUNK], spec)
-        for i in range(0, len(texts), EMBED_CHUNK)
-    ]
-    for f in futures:
-        total.add(f.result())
-    return total

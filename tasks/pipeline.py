@@ -3,22 +3,30 @@ embed, load and quarantine one tenant's slice; keep derived rows in step with th
 
 from __future__ import annotations
 
-from prefect import get_run_logger
+from collections.abc import Iterator
 
-from core.settings import model_spec
+import polars as pl
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.utilities.annotations import quote
+
+from core.catalogue import SELF_REFERENCES
+from core.connections import connect, target_dsn
+from core.settings import ModelSpec, model_spec
 from sources.manifest import Manifest
+from tasks.batches import BatchResult, BatchWriter, embed_and_load
 from tasks.chunk import chunk_documents
-from tasks.embed import EmbedStats, embed_all, tenant_texts
+from tasks.embed import tenant_texts
 from tasks.extract import extract
-from tasks.load import load_table
+from tasks.load import parents_first
 from tasks.model import accepted_spec
 from tasks.normalize import normalize
 from tasks.normalize.base import Normalized
 from tasks.normalize.resolve import TenantSlice
 from tasks.normalize.rules import Rules
 from tasks.prepare import rows_for_load, with_hashes
-from tasks.runs import record_id_map, write_quarantine
-from tasks.sync import count_stale_rows, prune_derived_links, prune_stale_chunks, stamp_links
+from tasks.runs import quarantine
+from tasks.sync import count_stale, prune_chunks, prune_links, stamp_links
 
 
 def extract_and_normalize(
@@ -31,7 +39,7 @@ def extract_and_normalize(
     for entity in entities:
         extracted = extract(manifest, entity, batch_size)
         sources[entity] = extracted.sources
-        n = normalized[entity] = normalize(entity, extracted.frame, rules, labels)
+        n = normalized[entity] = normalize(entity, quote(extracted.frame), quote(rules), quote(labels))
         logger.info("%s: %d read, %d valid, %d rejected", entity, n.read, n.rows.height, n.rejects.height)
     return normalized, sources
 
@@ -39,10 +47,11 @@ def extract_and_normalize(
 def load_tenant(
     part: TenantSlice, run_id: str, batch_size: int, complete: bool, embed_now: bool = True, pruning: bool = False
 ) -> dict:
-    """Embed and load every entity of the slice, then its junction rows; quarantine rejects.
-    complete: the run covers every entity of the manifest, so rows the sources no longer have
-    are counted (unless pruning: the run removes them after the load). Junction rows this run
-    would derive from the same sources but no longer does are removed and counted (tasks/sync.py)."""
+    """Embed and load every entity of the slice, then its junction rows, batch files through
+    embed-and-load tasks (tasks/batches.py); quarantine rejects. complete: the run covers every
+    entity of the manifest, so rows the sources no longer have are counted (unless pruning: the
+    run removes them after the load). Junction rows this run would derive from the same sources
+    but no longer does are removed and counted (tasks/sync.py)."""
     tenant = part.tenant
     # the configured backend when it passes the quality gate on this tenant's texts, else torch fp32
     spec, note = (
@@ -55,89 +64,73 @@ def load_tenant(
     origins: dict[str, dict[str, str | None]] = {}  # entity -> {id: source} of the rows loaded
     refused: list[dict] = []
     findings: list[str] = []
-    for entity, s in part.entities.items():
-        rows = rows_for_load(s.rows)
-        derived = {"knowledge_chunks": chunk_documents(rows, str(tenant.id))} if entity == "knowledge_documents" else {}
-        for table, table_rows in [(entity, rows), *derived.items()]:
-            texts = with_hashes(table, table_rows, spec.model_id)
-            hashes = [r["content_sha256"] for r in table_rows] if texts else []
-            stats = embed_all(table, tenant.slug, texts, hashes, spec) if embed_now else EmbedStats()
-            result = load_table(table, table_rows, tenant.slug, batch_size)
-            rejects = (
-                [
-                    (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
-                    for q in s.quarantined.iter_rows(named=True)
-                ]
-                if table == entity
-                else []
-            )
-            rejects += [
-                (row.get("legacy_key"), f"database refused the row: {reason}", row, row.get("_source"), row.get("_row"))
-                for row, reason in result.failed
-            ]
-            write_quarantine(run_id, tenant.slug, table, rejects)
-            refused += [
-                {
-                    "entity": table,
-                    "source": row.get("_source"),
-                    "row": row.get("_row"),
-                    "legacy_key": row.get("legacy_key"),
-                    "reason": f"database refused the row: {reason}",
+    junctions = {}
+    with connect(target_dsn(), autocommit=True) as conn:
+        for entity, s in part.entities.items():
+            # one batch of dicts at a time: written as files, then loaded by tasks that read them
+            tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
+            writers = {t: BatchWriter(run_id, t, batch_size) for t in tables}
+            ids: dict[str, dict[str, tuple[str | None, str | None]]] = {t: {} for t in tables}
+            for rows in _row_batches(entity, s.rows, batch_size):
+                made = {entity: rows}
+                if entity == "knowledge_documents":
+                    made["knowledge_chunks"] = chunk_documents(rows, str(tenant.id))
+                for table, table_rows in made.items():
+                    writers[table].write(table_rows, with_hashes(table, table_rows, spec.model_id))
+                    ids[table].update({r["id"]: (r.get("_source"), r.get("legacy_key")) for r in table_rows})
+            for table in tables:
+                result = _load_files(table, tenant.slug, run_id, writers[table].paths, spec if embed_now else None)
+                rejects = (
+                    [
+                        (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
+                        for q in s.quarantined.iter_rows(named=True)
+                    ]
+                    if table == entity
+                    else []
+                )
+                quarantine(conn, run_id, tenant.slug, table, rejects)
+                refused += result.refused
+                failed_keys = {q["legacy_key"] for q in result.refused}
+                origins[table] = {i: src for i, (src, key) in ids[table].items() if key not in failed_keys}
+                counts[table] = {
+                    "read": s.read if table == entity else len(ids[table]),
+                    "created": s.created if table == entity else 0,
+                    "loaded": result.loaded,
+                    "quarantined": len(rejects) + len(result.refused),
+                    "skipped": s.skipped if table == entity else 0,
+                    "embedded": result.embedded,
+                    "reused": result.reused,
+                    "written": result.written,
+                    "unchanged": result.unchanged,
+                    "retries": result.retries,
                 }
-                for row, reason in result.failed
-            ]
-            failed_keys = {row.get("legacy_key") for row, _ in result.failed}
-            origins[table] = {r["id"]: r.get("_source") for r in table_rows if r.get("legacy_key") not in failed_keys}
-            record_id_map(
-                tenant.slug,
-                table,
-                [(r["legacy_key"], r["id"]) for r in table_rows if r["legacy_key"] not in failed_keys],
-            )
-            read = s.read if table == entity else len(table_rows)
-            counts[table] = {
-                "read": read,
-                "created": s.created if table == entity else 0,
-                "loaded": result.loaded,
-                "quarantined": len(rejects),
-                "skipped": s.skipped if table == entity else 0,
-                "embedded": stats.embedded,
-                "reused": stats.reused,
+            if entity == "knowledge_documents":
+                prune_chunks(conn, str(tenant.id), list(ids[entity]), list(ids["knowledge_chunks"]))
+            if complete and not pruning:
+                stale = count_stale(conn, entity, str(tenant.id), list(ids[entity]))
+                if stale:
+                    findings.append(
+                        f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
+                        'sources; they were kept (migrate again with prune=True, or prune="soft", removes them)'
+                    )
+        for junction, frame in part.junctions.items():
+            rows = stamp_links(junction, frame.to_dicts(), origins)
+            writer = BatchWriter(run_id, junction, batch_size)
+            writer.write(rows, [])
+            result = _load_files(junction, tenant.slug, run_id, writer.paths, None)
+            removed = prune_links(conn, junction, str(tenant.id), rows, origins)
+            if removed:
+                findings.append(
+                    f"{junction}: removed {removed} link(s) that an earlier run derived from the same sources "
+                    "and that the sources no longer state"
+                )
+            junctions[junction] = {
+                "rows": result.loaded,
                 "written": result.written,
-                "unchanged": result.unchanged,
+                "quarantined": len(result.refused),
+                "removed": removed,
                 "retries": result.retries,
             }
-        if derived:
-            prune_stale_chunks(str(tenant.id), [r["id"] for r in rows], [r["id"] for r in derived["knowledge_chunks"]])
-        if complete and not pruning:
-            stale = count_stale_rows(entity, tenant.slug, str(tenant.id), [r["id"] for r in rows])
-            if stale:
-                findings.append(
-                    f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
-                    'sources; they were kept (migrate again with prune=True, or prune="soft", removes them)'
-                )
-    junctions = {}
-    for junction, frame in part.junctions.items():
-        rows = stamp_links(junction, frame.to_dicts(), origins)
-        result = load_table(junction, rows, tenant.slug, batch_size)
-        removed = prune_derived_links(junction, tenant.slug, str(tenant.id), rows, origins)
-        if removed:
-            findings.append(
-                f"{junction}: removed {removed} link(s) that an earlier run derived from the same sources "
-                "and that the sources no longer state"
-            )
-        write_quarantine(
-            run_id,
-            tenant.slug,
-            junction,
-            [(None, f"database refused the row: {reason}", row) for row, reason in result.failed],
-        )
-        junctions[junction] = {
-            "rows": result.loaded,
-            "written": result.written,
-            "quarantined": len(result.failed),
-            "removed": removed,
-            "retries": result.retries,
-        }
     return {
         "entities": counts,
         "junctions": junctions,
@@ -146,3 +139,33 @@ def load_tenant(
         "model": spec.model_id,
         "model_note": note,
     }
+
+
+def _row_batches(entity: str, frame: pl.DataFrame, batch_size: int) -> Iterator[list[dict]]:
+    """The entity's rows as the loader takes them, batch_size at a time; a self-referencing
+    table's all at once, parents first (its batches load in that order)."""
+    if entity in SELF_REFERENCES:
+        yield parents_first(rows_for_load(frame), SELF_REFERENCES[entity])
+        return
+    for start in range(0, frame.height, batch_size):
+        yield rows_for_load(frame.slice(start, batch_size))
+
+
+def _load_files(table: str, tenant: str, run_id: str, paths: list[str], spec: ModelSpec | None) -> BatchResult:
+    """Each batch file embedded and loaded by its own task: in parallel on the task runner, or
+    one after the other (parents first) for a self-referencing table."""
+    calls = [(table, tenant, run_id, n, path, spec) for n, path in enumerate(paths, start=1)]
+    if table in SELF_REFERENCES:
+        results = (embed_and_load.submit(*call).result() for call in calls)
+    else:
+        results = (f.result() for f in [embed_and_load.submit(*call) for call in calls])
+    total = BatchResult(table)
+    progress = (
+        create_progress_artifact(0.0, description=f"{table} for {tenant}: batches loaded") if len(calls) > 1 else None
+    )
+    for done, r in enumerate(results, start=1):
+        total.add(r)
+        if progress:
+            update_progress_artifact(progress, 100.0 * done / len(calls))
+            get_run_logger().info("%s: %d/%d batches, %d rows loaded", table, done, len(calls), total.loaded)
+    return total

@@ -211,18 +211,6 @@ def recorded_run(run_id: str, summary: dict):
     end_run(run_id, summary, "completed")
 
 
-@task(name="write-quarantine", task_run_name="quarantine-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def write_quarantine(run_id: str, tenant: str, entity: str, rows: list) -> int:
-    with connect(target_dsn(), autocommit=True) as conn:
-        return quarantine(conn, run_id, tenant, entity, rows)
-
-
-@task(name="record-ids", task_run_name="record-ids-{entity}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def record_id_map(tenant: str, entity: str, pairs: list[tuple[str, str]]) -> None:
-    with connect(target_dsn(), autocommit=True) as conn:
-        record_ids(conn, tenant, entity, pairs)
-
-
 @task(name="read-run-summaries", cache_policy=NO_CACHE, **IO_RETRIES)
 def read_run_summaries(slugs: list[str]) -> dict[str, dict]:
     with connect(target_dsn(), autocommit=True) as conn:

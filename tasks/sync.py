@@ -12,13 +12,9 @@ from __future__ import annotations
 import json
 
 import psycopg
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 
 from core.catalogue import junction as junction_of
-from core.connections import connect, target_dsn
-from core.retry import IO_RETRIES
 
 
 def prune_chunks(conn: psycopg.Connection, tenant_id: str, document_ids: list[str], chunk_ids: list[str]) -> int:
@@ -88,25 +84,3 @@ def count_stale(conn: psycopg.Connection, table: str, tenant_id: str, ids: list[
         ).format(sql.Identifier(table)),
         (tenant_id, ids),
     ).fetchone()[0]
-
-
-@task(name="prune-chunks", cache_policy=NO_CACHE, **IO_RETRIES)
-def prune_stale_chunks(tenant_id: str, document_ids: list[str], chunk_ids: list[str]) -> int:
-    """Chunks are derived rows: those of re-chunked documents that no longer exist go."""
-    with connect(target_dsn(), autocommit=True) as conn:
-        return prune_chunks(conn, tenant_id, document_ids, chunk_ids)
-
-
-@task(name="prune-links", task_run_name="prune-{junction}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def prune_derived_links(junction: str, tenant: str, tenant_id: str, rows: list[dict], origins: dict) -> int:
-    """Links derived from the same sources by an earlier run that this run no longer derives (the
-    source changed) go, so re-runs converge on the sources; returns how many (the summary counts them)."""
-    with connect(target_dsn(), autocommit=True) as conn:
-        return prune_links(conn, junction, tenant_id, rows, origins)
-
-
-@task(name="count-stale", task_run_name="count-stale-{table}-{tenant}", cache_policy=NO_CACHE, **IO_RETRIES)
-def count_stale_rows(table: str, tenant: str, tenant_id: str, ids: list[str]) -> int:
-    """Rows of the tenant in the target that the sources no longer have (reported, kept)."""
-    with connect(target_dsn(), autocommit=True) as conn:
-        return count_stale(conn, table, tenant_id, ids)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from core.identity import tenant_id
+from core.settings import ModelSpec
 from sources import sample
 
 from conftest import bootstrap
@@ -96,7 +98,7 @@ def test_deployment_run_with_a_parameter_override(server, sample_dbs):
 
 def test_a_failing_batch_is_retried_by_prefect(server, sample_dbs):
     """The target refuses the first 4 inserts into org_functions with a serialization failure:
-    more than the loader's own retries, so the copy-batch task fails, and Prefect retries it."""
+    more than the loader's own retries, so the embed-and-load task fails, and Prefect retries it."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -117,7 +119,7 @@ def test_a_failing_batch_is_retried_by_prefect(server, sample_dbs):
         deadline = time.monotonic() + 60  # task runs reach the server as events, a moment later
         while True:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-            copy = [t for t in runs if t.name.startswith("copy-org_functions-pharma")]
+            copy = [t for t in runs if t.name.startswith("load-org_functions-pharma")]
             if (copy and copy[0].state_name == "Completed") or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -142,7 +144,25 @@ def test_dask_local_cluster_gives_the_same_rows(sample_dbs, pg_server, monkeypat
     bootstrap(other)
     monkeypatch.setenv("VITAL_TARGET_DSN", other)
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1})
+    submitted = []
+    submit = DaskTaskRunner.submit
+
+    def recording(self, task, parameters, *args, **kwargs):
+        submitted.append((task.name, parameters))
+        return submit(self, task, parameters, *args, **kwargs)
+
+    monkeypatch.setattr(DaskTaskRunner, "submit", recording)
     dask = migrate_tenant.with_options(task_runner=runner)(tenant="pharma", batch_size=9)
+    # every batch went to the workers as a path and ids: no rows travel with a task
+    assert {name for name, _ in submitted} == {"embed-and-load"}
+    tables = {p["table"] for _, p in submitted}
+    loaded = {e for e, c in threads["entities"].items() if c["loaded"]}
+    assert tables == loaded | {j for j, c in threads["junctions"].items() if c["rows"]}
+    for _, params in submitted:
+        assert all(isinstance(v, (str, int, ModelSpec)) or v is None for v in params.values()), params
+        assert params["path"].endswith(f"/load/{params['table']}.{params['batch_no']}.parquet")
+        assert len(pickle.dumps(params)) < 1024
+    assert len(submitted) > len(tables)  # batch_size=9: several batches for the larger tables
     assert dask["entities"] == threads["entities"]
     assert all(c["quarantined"] == 0 for e, c in dask["entities"].items() if e == "knowledge_domains")
     assert contents(other) == contents(sample_dbs["VITAL_TARGET_DSN"])

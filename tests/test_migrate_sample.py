@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import polars as pl
 import psycopg
 import pytest
 
@@ -154,9 +155,19 @@ def test_a_run_killed_with_sigkill_and_restarted_ends_like_an_uninterrupted_run(
     proc.wait()
     interrupted = contents(sample_env["target"])
     assert interrupted["org_roles"] and not interrupted["prompts"], "killed part-way"
+    with psycopg.connect(sample_env["target"]) as conn:
+        killed = str(conn.execute("SELECT id FROM etl.runs WHERE status = 'running'").fetchone()[0])
+    left = Path(env["VITAL_HOME"]) / "runs" / killed / "load"
+    batch_files = sorted(p.name for p in left.glob("*.parquet"))
+    assert "org_roles.1.parquet" in batch_files, batch_files  # the crashed run's batches, for inspection
+    assert pl.read_parquet(left / "org_roles.1.parquet").height == 4
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    with psycopg.connect(sample_env["target"]) as conn:
+        finished = str(conn.execute("SELECT id FROM etl.runs WHERE status = 'completed'").fetchone()[0])
+    assert not (Path(env["VITAL_HOME"]) / "runs" / finished).exists()  # a completed run removes its own
+    assert sorted(p.name for p in left.glob("*.parquet")) == batch_files  # and nothing of another run
 
     clean = pg_server.dsn("clean_" + sample_env["target"].rsplit("/", 1)[-1].split("?")[0])
     bootstrap(clean)

@@ -164,7 +164,10 @@ class AreaClassifier:
         mean = corpus.mean(axis=0) if len(corpus) else np.zeros(descriptions[0][2].shape, np.float32)
         centered = corpus - mean
         if remove_components and len(corpus) > remove_components:
-            components = np.linalg.svd(centered, full_matrices=False)[2][:remove_components]
+            # main directions = top eigenvectors of the d x d scatter matrix: the same subspace as
+            # the SVD of the n x d corpus, at a cost that does not grow with n squared
+            _, eigenvectors = np.linalg.eigh(centered.T @ centered)
+            components = eigenvectors[:, ::-1][:, :remove_components].T.astype(centered.dtype)
         else:
             components = np.zeros((0, mean.shape[0]), dtype=np.float32)
         self = cls(mean, components, np.zeros((0, mean.shape[0])), [], [])
