@@ -25,7 +25,7 @@ from tasks.report import publish_migration_report, publish_plan_report, publish_
 from tasks.review import record_decisions
 from tasks.runs import begin_run, read_run_summaries, record_verify, recorded_run, run_parameters
 from tasks.search import build_indexes
-from tasks.summary import add_loaded, assert_json, sum_summaries, tenant_summary
+from tasks.summary import RunSummary, sum_summaries
 from tasks.verify import require_verified, verify_target
 
 
@@ -67,27 +67,29 @@ def migrate_tenant(
     )
     # quote(): these are in-process objects of thousands of rows; Prefect need not walk them
     decided = decide_tenant(quote(part), quote(rules), not writes, embed, plan=plan)
-    summary = assert_json(tenant_summary(part, normalized, sources, dry_run=not writes))
+    summary = RunSummary.of(part, normalized, sources, dry_run=not writes)
     if plan:
-        summary["plan"] = plan_changes(quote(part), quote(decided), complete, prune, max_delete_ratio)
+        summary.note(plan=plan_changes(quote(part), quote(decided), complete, prune, max_delete_ratio))
         publish_plan_report(summary["plan"])
     if writes:
         params = run_parameters(tenant, m, wanted, batch_size, embed) | {
             "prune": prune,
             "max_delete_ratio": max_delete_ratio,
         }
-        run_id = summary["run_id"] = begin_run(tenant, params)
+        run_id = begin_run(tenant, params)
+        summary.note(run_id=run_id)
         with recorded_run(run_id, summary):
-            add_loaded(summary, load_tenant(part, run_id, batch_size, complete, embed, pruning=bool(gone)))
-            summary["decisions"] = record_decisions(quote(part), quote(decided), run_id)
-            summary["pruned"] = prune_tenant_rows(tenant, str(part.tenant.id), gone, prune == "soft") if gone else {}
-            summary["indexes_built"] = build_indexes()
+            summary.add_loaded(load_tenant(part, run_id, batch_size, complete, embed, pruning=bool(gone)))
+            summary.note(decisions=record_decisions(quote(part), quote(decided), run_id))
+            summary.note(pruned=prune_tenant_rows(tenant, str(part.tenant.id), gone, prune == "soft") if gone else {})
+            summary.note(indexes_built=build_indexes())
         remove_run_folder(run_id)
-        summary["verify"] = verify_target(tenant, embed, summary["model"])
+        summary.note(verify=verify_target(tenant, embed, summary["model"]))
         record_verify(run_id, summary["verify"])
-    publish_migration_report(summary)
-    require_verified(summary.get("verify"))
-    return assert_json(summary)
+    result = summary.as_dict()
+    publish_migration_report(result)
+    require_verified(result.get("verify"))
+    return result
 
 
 @flow(name="migrate-all", log_prints=True)

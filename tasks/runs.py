@@ -195,20 +195,25 @@ def record_verify(run_id: str, verify: dict) -> None:
 
 
 @contextmanager
-def recorded_run(run_id: str, summary: dict):
-    """etl.runs ends `completed` with the summary, or `failed` with the error (then re-raised),
-    whatever ended the run: an exception, a cancellation, Ctrl-C. A process killed outright
-    leaves `running`, which the next run on the host marks `abandoned`."""
+def recorded_run(run_id: str, summary):
+    """etl.runs ends `completed` with the summary (a dict, or a RunSummary as it stands when the
+    block ends), or `failed` with the error (then re-raised), whatever ended the run: an
+    exception, a cancellation, Ctrl-C. A process killed outright leaves `running`, which the next
+    run on the host marks `abandoned`."""
+
+    def counts() -> dict:
+        return summary.as_dict() if hasattr(summary, "as_dict") else summary
+
     try:
         yield
     except BaseException as exc:
         try:  # straight, not as a retried task: the database may be what failed
             with connect(target_dsn(), autocommit=True) as conn:
-                finish_run(conn, run_id, summary, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+                finish_run(conn, run_id, counts(), "failed", f"{type(exc).__name__}: {exc}"[:2000])
         except Exception as failed:
             log.warning("could not mark run %s failed (a later run marks it abandoned): %s", run_id, failed)
         raise
-    end_run(run_id, summary, "completed")
+    end_run(run_id, counts(), "completed")
 
 
 @task(name="read-run-summaries", cache_policy=NO_CACHE, **IO_RETRIES)
