@@ -57,9 +57,9 @@ def migrate_tenant(
     (default: rules/prune.yaml)."""
     m, rules, wanted = load_inputs(manifest, tenant, entities)
     labels = read_tenant_labels(m)
-    normalized, sources = extract_and_normalize(m, wanted, rules, labels, batch_size)
-    part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     complete, writes = set(wanted) == set(m.entities), not (dry_run or plan)
+    normalized, sources = extract_and_normalize(m, wanted, rules, labels, batch_size, keep=writes)
+    part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     gone = (
         guard_prune(tenant, str(part.tenant.id), quote(source_ids(part)), prune == "soft", max_delete_ratio)
         if writes and prune and complete

@@ -167,9 +167,11 @@ def _record(value, where: str) -> dict:
 
 
 def read_jsonl(path: Path, batch_rows: int, detected: dict | None = None) -> Iterator[pl.DataFrame]:
-    text, info = _text(path)
-    records = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    """One record per line, read as a stream: memory holds one batch, whatever the file's size."""
+    info: dict = {"bom": False, "encoding": "utf-8"}
+    records: list[dict] = []
+    count = 0
+    for n, line in _lines(path, info):
         if not line.strip():
             continue
         try:
@@ -178,10 +180,41 @@ def read_jsonl(path: Path, batch_rows: int, detected: dict | None = None) -> Ite
             records.append({"_error": f"line {n}: not valid JSON: {exc.msg}", "_raw": line[:500]})
         except ValueError as exc:  # nested too deeply
             records.append({"_error": f"line {n}: {exc}", "_raw": line[:500]})
-    info["rows"] = len(records)
+        if len(records) == batch_rows:
+            yield _numbered(records, count + 1)
+            count, records = count + len(records), []
+    if records:
+        yield _numbered(records, count + 1)
+        count += len(records)
+    info["rows"] = count
     if detected is not None:
         detected.update(info)
-    yield from _batches(records, batch_rows)
+
+
+def _numbered(records: list[dict], start: int) -> pl.DataFrame:
+    return frame_of(records).with_columns(pl.Series("_row", range(start, start + len(records)), dtype=pl.Int64))
+
+
+def _lines(path: Path, info: dict) -> Iterator[tuple[int, str]]:
+    """A UTF-8 file's lines (split at \\n only, the BOM and a trailing \\r dropped) one at a time;
+    SourceError for an empty file or a byte that is not UTF-8 (with its offset)."""
+    offset, content = 0, False
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                info["bom"], raw, offset = True, raw[3:], 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                raise SourceError(
+                    f"{path}: not UTF-8 (byte {at}: {raw[exc.start : exc.start + 1]!r}); re-export as UTF-8"
+                ) from None
+            offset += len(raw)
+            content = content or bool(raw.strip())
+            yield n, line.rstrip("\r\n")
+    if not content:
+        raise SourceError(f"{path}: file is empty")
 
 
 def junk_title(first: str, rest: str, delimiter: str, sample: int = 20) -> str | None:

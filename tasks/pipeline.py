@@ -30,16 +30,16 @@ from tasks.sync import count_stale, prune_chunks, prune_links, stamp_links
 
 
 def extract_and_normalize(
-    manifest: Manifest, entities: list[str], rules: Rules, labels: dict, batch_size: int
+    manifest: Manifest, entities: list[str], rules: Rules, labels: dict, batch_size: int, keep: bool = False
 ) -> tuple[dict[str, Normalized], dict[str, list[dict]]]:
     """Every wanted entity read from its sources and normalized; returns (normalized, what each
-    reader detected per entity)."""
+    reader detected per entity). keep: store each normalize stage for reuse by the next run."""
     logger = get_run_logger()
     normalized, sources = {}, {}
     for entity in entities:
         extracted = extract(manifest, entity, batch_size)
         sources[entity] = extracted.sources
-        n = normalized[entity] = normalize(entity, quote(extracted.frame), quote(rules), quote(labels))
+        n = normalized[entity] = normalize(entity, quote(extracted.frame), quote(rules), quote(labels), keep)
         logger.info("%s: %d read, %d valid, %d rejected", entity, n.read, n.rows.height, n.rejects.height)
     return normalized, sources
 

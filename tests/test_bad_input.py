@@ -171,3 +171,29 @@ def test_csv_that_is_not_utf8_is_a_clear_error(tmp_path):
     path.write_bytes("name,slug\nCaf\xe9,c\n".encode("latin-1"))
     with pytest.raises(SourceError, match=r"not UTF-8 .*re-export as UTF-8"):
         list(read_csv(path, 100))
+
+
+def test_jsonl_is_read_as_a_stream_in_batches_with_its_record_numbers(tmp_path):
+    path = tmp_path / "tools.jsonl"
+    lines = [json.dumps({"name": f"T{i}", "slug": f"t{i}"} | ({"extra": "x"} if i == 5 else {})) for i in range(1, 8)]
+    lines.insert(3, "")  # a blank line is not a record
+    lines.append(json.dumps({"name": "line\u2028separator", "slug": "ls"}, ensure_ascii=False))
+    path.write_bytes(("\ufeff" + "\r\n".join(lines) + "\n").encode())
+    detected: dict = {}
+    batches = list(read_jsonl(path, 3, detected))
+    assert [b.height for b in batches] == [3, 3, 2]
+    frame = pl.concat(batches, how="diagonal_relaxed")
+    assert frame["_row"].to_list() == list(range(1, 9))
+    assert frame["slug"].to_list() == [f"t{i}" for i in range(1, 8)] + ["ls"]
+    assert frame["extra"].to_list() == [None] * 4 + ["x", None, None, None]
+    assert frame["name"][-1] == "line\u2028separator"  # not a line break in JSON Lines
+    assert detected == {"bom": True, "encoding": "utf-8", "rows": 8}
+
+
+def test_jsonl_that_is_not_utf8_names_the_byte(tmp_path):
+    path = tmp_path / "tools.jsonl"
+    data = b'{"name": "R", "slug": "r"}\n{"name": "Caf\xe9", "slug": "c"}\n'
+    path.write_bytes(data)
+    at = data.index(b"\xe9")
+    with pytest.raises(SourceError, match=rf"^{path}: not UTF-8 \(byte {at}: b'\\xe9'\); re-export as UTF-8$"):
+        list(read_jsonl(path, 100))

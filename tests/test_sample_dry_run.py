@@ -21,9 +21,13 @@ def built_sample(fresh_dsn, monkeypatch, vital_home):
     return fresh_dsn
 
 
-def test_dry_run_quarantines_every_planted_problem(built_sample, prefect_harness):
+def test_dry_run_quarantines_every_planted_problem(built_sample, prefect_harness, vital_home):
     from flows.migrate import migrate_tenant
 
+    def files() -> list:
+        return sorted(p for p in (vital_home / "stages").rglob("*") if p.is_file())
+
+    before = files()
     reasons = set()
     for tenant in ("pharma", "digital-health"):
         summary = migrate_tenant(tenant=tenant, dry_run=True)
@@ -42,6 +46,7 @@ def test_dry_run_quarantines_every_planted_problem(built_sample, prefect_harness
         ("prompts", "record 21 (line 42) has 3 cells, the header has 11"),
         ("personas", "years_experience"),  # 'ten' is not a range
     }
+    assert files() == before  # no normalize stage stored for reuse: a dry run writes nothing
 
 
 def test_missing_sample_names_the_fix(vital_home, monkeypatch, tmp_path):

@@ -1,7 +1,7 @@
 """Normalizers: one pure shape function per entity of the catalogue (frames in, frames out via
 base.normalize_frame), and the normalize task that applies them."""
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.normalize.agents import shape_agent
@@ -12,6 +12,7 @@ from tasks.normalize.knowledge import shape_knowledge_document, shape_knowledge_
 from tasks.normalize.org import shape_department, shape_function, shape_responsibility, shape_role
 from tasks.normalize.personas import shape_persona
 from tasks.normalize.prompts import shape_prompt
+from tasks.normalize.reuse import load_stage, save_stage, stage_key
 
 SHAPES = {
     "org_functions": shape_function,
@@ -30,6 +31,16 @@ SHAPES = {
 
 
 @task(name="normalize", task_run_name="normalize-{entity}", cache_policy=NO_CACHE)
-def normalize(entity: str, frame, rules, labels: dict) -> Normalized:
-    """The entity's raw frame -> valid rows, junction links and rejects (pure: no I/O)."""
-    return normalize_frame(entity, frame, rules, SHAPES[entity], labels=labels.get(entity))
+def normalize(entity: str, frame, rules, labels: dict, keep: bool = False) -> Normalized:
+    """The entity's raw frame -> valid rows, junction links and rejects. The shaping is pure; its
+    result is read back instead when the same inputs were normalized before (reuse.py), and
+    stored for the next run when `keep` (never in a dry run or plan: they write nothing)."""
+    key = stage_key(entity, frame, rules, labels.get(entity))
+    reused = load_stage(entity, key)
+    if reused is not None:
+        get_run_logger().info("%s: inputs unchanged since a stored normalize stage; reused it", entity)
+        return reused
+    out = normalize_frame(entity, frame, rules, SHAPES[entity], labels=labels.get(entity))
+    if keep:
+        save_stage(entity, key, out)
+    return out

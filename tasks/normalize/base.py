@@ -225,6 +225,9 @@ def link(a: str, b: str, kind: str | None = None, column: str | None = None, mat
     return (a, b, kind, column, match)
 
 
+ROWS_PER_FRAME = 5000
+
+
 def normalize_frame(
     entity: str,
     raw: pl.DataFrame,
@@ -239,8 +242,11 @@ def normalize_frame(
     labels = labels if isinstance(labels, LabelFile) else LabelFile(dict(labels or {}))
     tenancy = assign_tenants(entity, raw, rules, labels.tenants)
     label_key = getattr(rules.tenancy.get(entity), "label_key", None)
-    rows, rejects, links, labelled = [], [], {}, set()
-    for raw_row, (tenants, rule, problem) in zip(raw.iter_rows(named=True), tenancy):
+    rows, rejects, links, labelled, frames = [], [], {}, set(), []
+    for i, (raw_row, (tenants, rule, problem)) in enumerate(zip(raw.iter_rows(named=True), tenancy)):
+        if i and not i % ROWS_PER_FRAME and rows:  # bounded: at most this many row dicts at a time
+            frames.append(pl.DataFrame(rows, infer_schema_length=None))
+            rows = []
         label_row = None
         if label_key and labels.rows:
             found = clean_text(raw_row.get(label_key))
@@ -282,7 +288,8 @@ def normalize_frame(
                 links.setdefault(junction, []).append((a, b, kind, key, side, column or junction, match or "any"))
         rows.append(row)
 
-    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema=EMPTY_ROWS)
+    frames += [pl.DataFrame(rows, infer_schema_length=None)] if rows else []
+    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=EMPTY_ROWS)
     frame, dupes = _split_duplicates(frame)
     rejects.extend(dupes)
     findings: list[str] = []

@@ -3,6 +3,7 @@ normalizers: enum synonyms, functional-area inference, tenant assignment."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,7 @@ class Rules:
     areas: AreaRules
     tenancy: dict[str, EntityTenancy] = field(default_factory=dict)
     create_missing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # junction -> origins
+    fingerprint: str = ""  # sha256 of the files read (empty: unknown, so never reused from disk)
 
     def enum(self, name: str) -> EnumMap:
         return self.enums[name]
@@ -239,4 +241,11 @@ def load_rules(rules_dir: Path | str | None = None, tenants_file: Path | str | N
     create = {
         j: tuple((spec or {}).get("create_missing") or ()) for j, spec in (_read(refs) if refs.exists() else {}).items()
     }
-    return Rules(tenants, enums, areas, tenancy, create)
+    read = [tenants_file or folder / "tenants.yaml", *(folder / f"{n}.yaml" for n in RULE_FILES)]
+    digest = hashlib.sha256()
+    for path in map(Path, read):
+        digest.update(path.read_bytes() if path.exists() else b"-")
+    return Rules(tenants, enums, areas, tenancy, create, fingerprint=digest.hexdigest())
+
+
+RULE_FILES = ("enums", "functional_areas", "tenancy", "references")  # what load_rules reads besides tenants
