@@ -59,11 +59,14 @@ def incremental(scale: int) -> None:
                     "seconds": round(t, 1),
                     "embedded": sum(c["embedded"] for c in summary["entities"].values()),
                     "rows": sum(c["loaded"] for c in summary["entities"].values()),
+                    "written": sum(c["written"] for c in summary["entities"].values())
+                    + sum(c.get("written", 0) for c in summary["junctions"].values()),
+                    "unchanged": sum(c["unchanged"] for c in summary["entities"].values()),
                 }
             )
     for r in runs:
         r["x_first_run"] = round(r["seconds"] / runs[0]["seconds"], 3)
-    print(table(runs, ["run", "rows", "seconds", "x_first_run", "embedded"]))
+    print(table(runs, ["run", "rows", "written", "unchanged", "seconds", "x_first_run", "embedded"]))
     print(f"results: {save('incremental', {'scale': scale, 'results': runs})}")
 
 

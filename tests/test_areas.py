@@ -58,3 +58,27 @@ def test_nothing_matches_gives_the_default():
 
 def test_every_rule_area_is_a_schema_label():
     assert {a for a, _ in RULES.areas.areas} <= set(LABELS)
+
+
+def test_the_keyword_pre_check_never_changes_a_match():
+    """Keyword.search skips the regex when the keyword's first word is absent from an ASCII text:
+    it must agree with the regex alone on every keyword of rules/, whatever the case."""
+    from tasks.normalize.rules import Keyword
+
+    rules = load_rules()
+    keywords = [k for _, ks in rules.areas.areas for k in ks] + [
+        Keyword.compile(t) for t in ("HEOR", "market access", "pharmacovigilan*", "Real World   Evidence")
+    ]
+    texts = [t for ts in rules.areas.descriptions.values() for t in ts] + [
+        "HEOR lead; heor",
+        "MARKET   ACCESS and pricing",
+        "Pharmacovigilance-signal review",
+        "real world evidence",
+        "stra\u017fse: non-ASCII text",
+        "",
+    ]
+    for k in keywords:
+        for text in texts:
+            lowered = text.lower() if text.isascii() else None
+            assert k.search(text, lowered) == bool(k.pattern.search(text)), (k.text, text)
+    assert sum(k.search(t, t.lower()) for k in keywords for t in texts if t.isascii()) > 10  # matches exist

@@ -72,10 +72,11 @@ def explicit_areas(entity: str, values: dict, rules: Rules) -> list[dict]:
 def keyword_hits(text: str, rules: AreaRules, allowed=None) -> dict[str, list[str]]:
     """area -> the keywords that match `text` as whole words (only areas in `allowed`)."""
     out = {}
+    lowered = text.lower() if text.isascii() else None
     for area, keywords in rules.areas:
         if allowed is not None and area not in allowed:
             continue
-        hits = [k.text for k in keywords if k.pattern.search(text)]
+        hits = [k.text for k in keywords if k.search(text, lowered)]
         if hits:
             out[area] = hits
     return out

@@ -42,6 +42,7 @@ class Keyword:
 
     text: str
     pattern: re.Pattern
+    anchor: str = ""  # lower-case text any ASCII match contains (its first word): a cheap pre-check
 
     @classmethod
     def compile(cls, text: str) -> Keyword:
@@ -49,7 +50,16 @@ class Keyword:
         body = re.escape(text.rstrip("*")).replace(r"\ ", r"\s+")
         flags = 0 if any(c.isupper() for c in text) else re.IGNORECASE
         tail = r"[\w-]*" if prefix else ""
-        return cls(text, re.compile(r"(?<!\w)" + body + tail + r"(?!\w)", flags))
+        words = text.rstrip("*").lower().split()
+        anchor = words[0] if words and words[0].isascii() else ""
+        return cls(text, re.compile(r"(?<!\w)" + body + tail + r"(?!\w)", flags), anchor)
+
+    def search(self, text: str, lowered: str | None = None) -> bool:
+        """Whether the keyword matches `text`; lowered: text.lower() of an ASCII text, to skip the
+        regex where the anchor is absent (exact: an ASCII text matches only with its anchor)."""
+        if lowered is not None and self.anchor not in lowered:
+            return False
+        return self.pattern.search(text) is not None
 
 
 @dataclass(frozen=True)
