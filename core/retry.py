@@ -58,3 +58,18 @@ def retry_transient(task, task_run, state) -> bool:
 IO_RETRIES = dict(
     retries=3, retry_delay_seconds=[2, 8, 30], retry_jitter_factor=0.5, retry_condition_fn=retry_transient
 )
+
+
+def call_with_retries(fn, *args, attempts: int = 4, **kwargs):
+    """fn(*args, **kwargs), again with backoff while it fails for a transient reason (for the
+    steps a flow runs itself, outside a task with IO_RETRIES; fn opens its own connection)."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+    for attempt in Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=1, max=15),
+        reraise=True,
+    ):
+        with attempt:
+            return fn(*args, **kwargs)

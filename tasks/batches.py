@@ -19,7 +19,7 @@ from core.connections import connect, target_dsn
 from core.retry import IO_RETRIES
 from core.settings import ModelSpec, vital_home
 from tasks.embed import EmbedStats, ensure_cached
-from tasks.load import load_rows
+from tasks.load import load_frame
 from tasks.runs import quarantine, record_ids
 
 TEXT = "_text"  # the text a searchable row is embedded from; not a target column
@@ -55,18 +55,7 @@ class BatchWriter:
 
 def _storable(row: dict) -> dict:
     meta = row.get("metadata")
-    return row | {"metadata": json.dumps(meta)} if isinstance(meta, dict) else row
-
-
-def read_batch(path: str) -> tuple[list[dict], list[str]]:
-    """The rows of a batch file as the loader takes them (`metadata` a dict again), and the texts."""
-    frame = pl.read_parquet(path)
-    texts = frame[TEXT].to_list() if TEXT in frame.columns else []
-    rows = frame.drop(TEXT, strict=False).to_dicts()
-    for r in rows:
-        if isinstance(r.get("metadata"), str):
-            r["metadata"] = json.loads(r["metadata"])
-    return rows, texts
+    return row | {"metadata": json.dumps(meta, ensure_ascii=False)} if isinstance(meta, dict) else row
 
 
 def remove_run_folder(run_id: str) -> None:
@@ -106,21 +95,22 @@ def embed_and_load(
     rest recorded in etl.id_map."""
     from tasks.model import encode
 
-    rows, texts = read_batch(path)
+    frame = pl.read_parquet(path)
     out = BatchResult(table)
     dsn = target_dsn()
-    if texts and spec is not None:
+    if TEXT in frame.columns and spec is not None:
         with connect(dsn, autocommit=True) as conn:
-            stats: EmbedStats = ensure_cached(conn, spec, texts, [r["content_sha256"] for r in rows], encode)
+            stats: EmbedStats = ensure_cached(
+                conn, spec, frame[TEXT].to_list(), frame["content_sha256"].to_list(), encode
+            )
         out.embedded, out.reused = stats.embedded, stats.reused
-    result = load_rows(dsn, table, rows, batch_size=len(rows) or 1, tenant=tenant)
+    result = load_frame(dsn, table, frame.drop(TEXT, strict=False), batch_size=frame.height or 1, tenant=tenant)
     out.loaded, out.written, out.unchanged, out.retries = (
         result.loaded,
         result.written,
         result.unchanged,
         result.retries,
     )
-    failed = {row.get("legacy_key") for row, _ in result.failed}
     out.refused = [
         {
             "entity": table,
@@ -142,6 +132,8 @@ def embed_and_load(
                 for q, (row, _) in zip(out.refused, result.failed)
             ],
         )
-        if rows and "legacy_key" in rows[0]:
-            record_ids(conn, tenant, table, [(r["legacy_key"], r["id"]) for r in rows if r["legacy_key"] not in failed])
+        if "legacy_key" in frame.columns:
+            failed = {q["legacy_key"] for q in out.refused}
+            pairs = zip(frame["legacy_key"].to_list(), frame["id"].to_list())
+            record_ids(conn, tenant, table, [(k, i) for k, i in pairs if k not in failed])
     return out

@@ -1,17 +1,23 @@
 """Loading: binary COPY with the target's own column types, one transaction per batch.
 
-- Values go to PostgreSQL as their types' binary form (uuid, jsonb, text[], numeric,
-  timestamptz, enums, vector), so nothing is turned into text in Python or cast in SQL. A batch
-  holding a value Python cannot type (a date in a legacy spelling, an array written as text)
-  takes the text path instead: all-text staging cast by the database, which judges the value
-  with its own message.
-- Into a table that holds no row of the tenant yet, batches are COPYed straight into the table;
-  otherwise into a typed temporary table, then `INSERT ... ON CONFLICT DO UPDATE ... WHERE
-  ... IS DISTINCT FROM`, so an unchanged row is not touched (updated_at included).
-- With a tenant, each row carries a hash of the values it loads (etl.id_map.row_hash, written
-  in the batch's own transaction): a row whose hash and presence in the target are unchanged is
-  not sent at all, and a batch of such rows writes nothing.
-- Searchable tables take their vector from etl.embedding_cache by (model, content_sha256).
+- The loader works on columns: `load_frame` takes a Polars frame (target columns with Polars
+  dtypes, `metadata` as JSON text, extra `_`-columns kept only for failed rows); `load_rows`
+  (dicts, `metadata` a dict) builds such a frame and loads it the same way.
+- Each column is turned into its binary COPY values at once (uuid text to its 16 bytes, JSON text
+  to jsonb's binary form, timestamps to microseconds since 2000, List(Utf8) to text[]), so nothing
+  is typed cell by cell in Python or cast in SQL. A column of an unexpected dtype (e.g. Python
+  objects) is typed cell by cell; a batch holding a value Python cannot type (a date in a legacy
+  spelling, an array written as text) takes the text path instead: all-text staging cast by the
+  database, which judges the value with its own message.
+- A batch is COPYed into a typed temporary table, then inserted into the target with its vector
+  joined from etl.embedding_cache by (model, content_sha256) in the database: the cache is read
+  once per batch and vectors never travel to Python and back. Into a table that holds no row of
+  the tenant yet the insert has no conflict handling; otherwise it is `INSERT ... ON CONFLICT DO
+  UPDATE ... WHERE ... IS DISTINCT FROM`, so an unchanged row is not touched (updated_at included).
+- With a tenant, each row carries a hash of the values it loads (etl.id_map.row_hash, written in
+  the batch's own transaction), computed once per load over the frame's columns: a row whose hash
+  is unchanged, which the target still holds, and whose vector presence in the target matches the
+  cache, is not sent at all, and a batch of such rows writes nothing.
 - Errors are classified by SQLSTATE (core/retry.py). Transient ones (08 connection, 40
   serialization/deadlock, 57P01-03 shutdown) retry the batch on a new connection (tenacity).
   A batch that fails for a data reason (22, 23, 54, P0001) is bisected, never retried, until
@@ -25,27 +31,28 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
+import polars as pl
 import psycopg
-from pgvector.psycopg import register_vector
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from psycopg import sql
-from psycopg.adapt import Dumper
+from psycopg.adapt import Dumper, PyFormat
 from psycopg.pq import Format
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from core.catalogue import SELF_REFERENCES
-from core.connections import connect, target_dsn
+from core.connections import connect
 from core.errors import TransientError
-from core.retry import IO_RETRIES, is_data_error, is_transient
+from core.retry import is_data_error, is_transient
 
 log = logging.getLogger(__name__)
 SKIP_UPDATE = {"id", "created_at", "updated_at"}
+POS = "__vital_pos"  # internal columns of a load: each row's position in what was given, its hash
+HASH = "vital_hash"  # (also the staging table's column: no target has it)
+STAGE = "vital_stage"
 
 
 class Untypable(ValueError):
@@ -119,6 +126,9 @@ KIND_OF_TYPE = {
     "bool": "bool",
 }
 TRUE, FALSE = {"t", "true", "y", "yes", "on", "1"}, {"f", "false", "n", "no", "off", "0"}
+INT_RANGE = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
+
+# -- one value at a time: for columns of an unexpected dtype (Python objects, text for a date)
 
 
 def _uuid(v):
@@ -180,6 +190,12 @@ def _vector(v):
     return np.asarray(json.loads(v) if isinstance(v, str) else v, dtype=np.float32)
 
 
+def _numeric(v):
+    if isinstance(v, bool):
+        raise Untypable(v)
+    return v if isinstance(v, Decimal) else Decimal(str(v))
+
+
 CONVERT: dict[str, Callable] = {
     "text": _text,
     "enum": _text,
@@ -189,12 +205,30 @@ CONVERT: dict[str, Callable] = {
     "timestamptz": lambda v: _datetime(v, aware=True),
     "timestamp": lambda v: _datetime(v, aware=False),
     "date": _date,
-    "numeric": lambda v: Decimal(str(v)) if not isinstance(v, Decimal) else v,
+    "numeric": _numeric,
     "int": _int,
     "float": float,
     "bool": _bool,
     "text[]": _text_list,
 }
+PG_EPOCH = datetime(2000, 1, 1)
+PG_EPOCH_TZ = PG_EPOCH.replace(tzinfo=UTC)
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+PG_EPOCH_DAYS = 10_957  # ... in Unix days
+US = timedelta(microseconds=1)
+
+# A value as COPY BINARY takes it, by kind: (the type psycopg dumps it as, the value). uuid, jsonb
+# and timestamps travel as their binary form already made (bytes, int8 microseconds): the type
+# named here only picks psycopg's dumper for that form; the server reads the target's type.
+ENCODE_CELL: dict[str, Callable] = {
+    "uuid": lambda v: _uuid(v).bytes,
+    "json": lambda v: b"\x01" + _json(v).encode(),
+    "timestamptz": lambda v: (_datetime(v, aware=True) - PG_EPOCH_TZ) // US,
+    "timestamp": lambda v: (_datetime(v, aware=False) - PG_EPOCH) // US,
+    "date": lambda v: (_date(v) - PG_EPOCH.date()).days,
+}
+WIRE_TYPE = {"uuid": "bytea", "json": "bytea", "timestamptz": "int8", "timestamp": "int8", "date": "int4"}
+WIRE_TYPE |= {"text": "text", "enum": "text", "numeric": "numeric", "bool": "bool"}
 
 
 class _Utf8Dumper(Dumper):
@@ -204,26 +238,6 @@ class _Utf8Dumper(Dumper):
 
     def dump(self, obj):
         return obj.encode()
-
-
-class _JsonbTextDumper(Dumper):
-    """jsonb's binary form (version 1, then the JSON text) from text already encoded."""
-
-    format = Format.BINARY
-
-    def dump(self, obj):
-        return b"\x01" + obj.encode()
-
-
-def _prepare(conn: psycopg.Connection, spec: TableSpec) -> None:
-    """Dumpers for the table's enum and jsonb columns (by oid: set_types picks by oid)."""
-    register_vector(conn)
-    for column, kind in spec.kinds.items():
-        base = {"enum": _Utf8Dumper, "json": _JsonbTextDumper}.get(kind)
-        if base:
-            conn.adapters.register_dumper(
-                f"vital_etl.{kind}_{spec.oids[column]}", type(base.__name__, (base,), {"oid": spec.oids[column]})
-            )
 
 
 def to_text(value) -> str | None:
@@ -252,12 +266,6 @@ def to_text(value) -> str | None:
     return str(value)
 
 
-def row_hash(row: dict, columns: list[str], has_vector: bool) -> str:
-    """What the loader writes of a row, hashed: equal hashes, equal rows."""
-    payload = json.dumps([row.get(c) for c in columns] + [has_vector], default=str, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
 @dataclass
 class LoadResult:
     table: str
@@ -276,55 +284,192 @@ class LoadResult:
 
 @dataclass
 class _Plan:
-    """How one load_rows call writes: statements built once, for the columns its rows have."""
+    """How one load writes: its columns and statements, built once."""
 
     spec: TableSpec
-    columns: list[str]  # the rows' columns, plus `embedding` where the table has one
-    direct: bool  # the tenant has no row in the table yet: COPY straight in
+    staged: list[str]  # the frame's target columns, in table order (what is COPYed)
+    direct: bool  # the tenant has no row in the table yet: no conflict handling
     tenant: str | None
-    defaults: dict[str, object] = field(default_factory=dict)
+    hashed: bool  # row hashes are kept in etl.id_map (a tenant, and rows with id and legacy_key)
+    vector: bool  # the vector is joined from etl.embedding_cache
+    zone: str | None = None  # the session's TimeZone: where a zone-less time for timestamptz is read
+
+    @property
+    def columns(self) -> list[str]:
+        """What the insert writes: the staged columns, the vector, deleted_at (NULL: a row in the
+        sources is live, so a soft-pruned one comes back)."""
+        extra = (["embedding"] if self.vector else []) + (["deleted_at"] if "deleted_at" in self.spec.types else [])
+        return self.staged + extra
 
 
-def _typed_rows(plan: _Plan, rows: list[dict], vectors: dict) -> list[list]:
-    """Rows as lists of typed values in column order; raises Untypable for the text path."""
-    spec, out = plan.spec, []
-    converters = [CONVERT.get(spec.kinds[c]) for c in plan.columns]
-    if any(f is None for f in converters):
-        raise Untypable("a column type the binary path does not know")
-    for row in rows:
-        values = []
-        for c, convert in zip(plan.columns, converters):
-            v = vectors.get((row.get("embedding_model"), row.get("content_sha256"))) if c == "embedding" else row.get(c)
-            if v is None and c in plan.defaults:
-                v = plan.defaults[c]
-            try:
-                values.append(None if v is None else convert(v))
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                raise Untypable(f"{c}: {v!r}") from exc
-        out.append(values)
-    return out
+# -- column-wise typing: a Polars column to the values COPY BINARY takes
 
 
-def _cached_vectors(conn: psycopg.Connection, rows: list[dict]) -> dict:
-    keys = {(r.get("embedding_model"), r.get("content_sha256")) for r in rows if r.get("content_sha256")}
-    if not keys:
-        return {}
-    models, hashes = zip(*keys)
-    found = (
-        conn.cursor(binary=True)
-        .execute(  # binary: vectors arrive as float32 buffers, not text to parse
-            """SELECT c.model, c.content_sha256, c.embedding FROM etl.embedding_cache c
-           JOIN unnest(%s::text[], %s::text[]) AS k(model, h) ON c.model = k.model AND c.content_sha256 = k.h""",
-            (list(models), list(hashes)),
-        )
-        .fetchall()
+def _column(plan: _Plan, name: str, s: pl.Series) -> tuple[str | int, list]:
+    """(the type psycopg dumps the column's values as, the values); raises Untypable."""
+    kind = plan.spec.kinds[name]
+    wire = WIRE_TYPE.get(kind) or plan.spec.oids[name]
+    if kind == "other" or kind == "vector":
+        raise Untypable(f"{name}: a column type the binary path does not know")
+    dtype = s.dtype
+    if s.null_count() == len(s):
+        return wire, [None] * len(s)
+    try:
+        fast = _fast_column(plan, name, kind, s)
+    except pl.exceptions.PolarsError as exc:
+        raise Untypable(f"{name}: {exc}".splitlines()[0]) from exc
+    if fast is not None:
+        return wire, fast
+    encode = ENCODE_CELL.get(kind) or CONVERT[kind]
+    out = []
+    for v in s.to_list():  # a dtype the column-wise path does not take (Python objects, text for a date)
+        try:
+            out.append(None if v is None else encode(v))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise Untypable(f"{name} ({dtype}): {v!r}") from exc
+    if kind == "int":
+        _check_range(plan, name, out)
+    return wire, out
+
+
+def _fast_column(plan: _Plan, name: str, kind: str, s: pl.Series) -> list | None:
+    """The column's values typed at once, or None where its dtype has no column-wise path."""
+    dtype = s.dtype
+    text = dtype in (pl.Utf8, pl.Categorical) or isinstance(dtype, pl.Enum)
+    if kind in ("text", "enum"):
+        if text:
+            return s.cast(pl.Utf8).to_list()
+        return s.cast(pl.Utf8).to_list() if dtype.is_integer() or isinstance(dtype, pl.Decimal) else None
+    if kind == "uuid" and dtype == pl.Utf8:
+        raw = s.str.replace_all("-", "", literal=True).str.decode("hex", strict=False)
+        if (raw.is_null() & s.is_not_null()).any() or (raw.bin.size() != 16).any():
+            return None  # braces, a urn: prefix or not a uuid: cell by cell (then the text path)
+        return raw.to_list()
+    if kind == "json" and dtype == pl.Utf8:
+        return _jsonb_column(s)
+    if kind in ("timestamptz", "timestamp") and isinstance(dtype, pl.Datetime):
+        aware = dtype.time_zone is not None
+        if kind == "timestamp" and aware:
+            raise Untypable(f"{name}: a time with a zone for a column without one")
+        if kind == "timestamptz" and not aware:
+            if not plan.zone:
+                raise Untypable(f"{name}: a zone-less time, and no session zone to read it in")
+            s = s.dt.replace_time_zone(plan.zone, ambiguous="raise", non_existent="raise")
+        return (s.dt.epoch("us") - PG_EPOCH_US).to_list()
+    if kind == "date" and dtype == pl.Date:
+        return (s.cast(pl.Int32) - PG_EPOCH_DAYS).to_list()
+    if kind == "numeric" and (isinstance(dtype, pl.Decimal) or dtype.is_integer()):
+        return [None if v is None else Decimal(v) for v in s.to_list()]
+    if kind == "numeric" and dtype.is_float():
+        return [None if v is None else Decimal(repr(v)) for v in s.to_list()]
+    if kind == "int" and dtype.is_integer():
+        out = s.to_list()
+        _check_range(plan, name, [s.min(), s.max()])
+        return out
+    if kind == "int" and dtype.is_float():
+        if not (s.is_null() | (s == s.floor())).all():
+            raise Untypable(f"{name}: a fraction for an integer column")
+        _check_range(plan, name, [s.min(), s.max()])
+        return [None if v is None else int(v) for v in s.to_list()]
+    if kind == "float" and (dtype.is_float() or dtype.is_integer()):
+        return s.cast(pl.Float64).to_list()
+    if kind == "bool" and dtype == pl.Boolean:
+        return s.to_list()
+    if kind == "text[]" and isinstance(dtype, pl.List) and (dtype.inner == pl.Utf8 or dtype.inner.is_integer()):
+        return s.cast(pl.List(pl.Utf8)).to_list()
+    return None
+
+
+def _jsonb_column(s: pl.Series) -> list:
+    """JSON text as jsonb's binary form (version 1, then the text), without decoding it."""
+    return pl.select(pl.when(s.is_not_null()).then(pl.lit("\x01") + s).cast(pl.Binary)).to_series().to_list()
+
+
+def _check_range(plan: _Plan, name: str, values: list) -> None:
+    limit = INT_RANGE.get(plan.spec.types[name])
+    if limit and any(v is not None and not -limit <= v < limit for v in values):
+        raise Untypable(f"{name}: out of the range of {plan.spec.types[name]}")
+
+
+def _typed(plan: _Plan, batch: pl.DataFrame) -> tuple[list, list[list]]:
+    """The batch's staged columns (and hashes) as COPY BINARY takes them; raises Untypable."""
+    types, columns = [], []
+    for name in plan.staged:
+        wire, values = _column(plan, name, batch[name])
+        types.append(wire)
+        columns.append(values)
+    types.append("text")
+    columns.append(batch[HASH].to_list() if HASH in batch.columns else [None] * batch.height)
+    return types, columns
+
+
+@dataclass
+class _Batch:
+    """A batch ready to write: its rows (with their hashes) and their COPY values, or why
+    Python could not type them (then the batch takes the text path)."""
+
+    frame: pl.DataFrame
+    typed: tuple[list, list[list]] | Untypable
+
+
+def _prepare_batch(plan: _Plan, frame: pl.DataFrame) -> _Batch:
+    """Python's share of a batch (hashes, typing): done while the database writes the one before."""
+    if plan.hashed and HASH not in frame.columns:
+        frame = frame.with_columns(pl.Series(HASH, frame_hashes(frame, plan.staged), dtype=pl.Utf8))
+    try:
+        return _Batch(frame, _typed(plan, frame))
+    except Untypable as exc:
+        return _Batch(frame, exc)
+
+
+# -- row hashes: one pass over the frame's columns
+
+
+def _canonical(s: pl.Series) -> pl.Series:
+    """A column as text that tells its values apart: the same values give the same text in any
+    process (no seeded hashing, nothing that depends on Python's repr of an object)."""
+    dtype = s.dtype
+    if dtype in (pl.Utf8, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return s.cast(pl.Utf8)
+    if dtype.is_integer() or dtype.is_float() or dtype == pl.Boolean or isinstance(dtype, pl.Decimal):
+        return s.cast(pl.Utf8)
+    if isinstance(dtype, pl.Datetime):
+        return s.dt.epoch("us").cast(pl.Utf8) + ("Z" if dtype.time_zone else "")
+    if dtype == pl.Date:
+        return s.cast(pl.Int32).cast(pl.Utf8)
+    if dtype == pl.Binary:
+        return s.bin.encode("hex")
+    if isinstance(dtype, pl.List) and (dtype.inner == pl.Utf8 or dtype.inner.is_integer()):
+        items = s.cast(pl.List(pl.Utf8)).list.eval(_framed(pl.element()))
+        return s.list.len().cast(pl.Utf8) + "[" + items.list.join("")
+    return pl.Series(
+        [None if v is None else json.dumps(v, ensure_ascii=False, default=str, sort_keys=True) for v in s.to_list()],
+        dtype=pl.Utf8,
     )
-    return {(m, h): v.to_numpy() if hasattr(v, "to_numpy") else np.asarray(v, dtype=np.float32) for m, h, v in found}
+
+
+def _framed(e: pl.Expr) -> pl.Expr:
+    """A value as `<bytes>:<value>`, NULL as `~`: concatenated, they cannot run into each other."""
+    return pl.when(e.is_null()).then(pl.lit("~")).otherwise(e.str.len_bytes().cast(pl.Utf8) + ":" + e)
+
+
+def frame_hashes(frame: pl.DataFrame, columns: list[str]) -> list[str]:
+    """Each row's hash over `columns` (sha256, hex): equal hashes, equal values. The columns'
+    names are hashed too, so a load that writes other columns does not match."""
+    head = json.dumps(columns).encode()
+    if not columns:
+        return [hashlib.sha256(head).hexdigest()] * frame.height
+    canonical = pl.DataFrame([_canonical(frame[c]).alias(c) for c in columns])
+    rows = canonical.select(pl.concat_str([_framed(pl.col(c)) for c in columns])).to_series().to_list()
+    return [hashlib.sha256(head + r.encode()).hexdigest() for r in rows]
+
+
+# -- statements
 
 
 def load_columns(spec: TableSpec, rows: list[dict]) -> list[str]:
-    """The columns a load writes: those the rows have, the vector where the table has one, and
-    `deleted_at` (NULL: a row in the sources is live, so a soft-pruned one comes back)."""
+    """The columns a load of `rows` (dicts) writes: those the rows have, the vector where the table
+    has one, and `deleted_at` (NULL: a row in the sources is live, so a soft-pruned one comes back)."""
     columns = [c for c in spec.types if any(c in r for r in rows[:50]) and c not in ("embedding", "deleted_at")]
     if spec.has_embedding and "content_sha256" in columns and "embedding_model" in columns:
         columns.append("embedding")
@@ -356,166 +501,189 @@ def _upsert(spec: TableSpec, columns: list[str], source: sql.Composable) -> sql.
     )
 
 
-def _copy_typed(cur: psycopg.Cursor, plan: _Plan, values: list[list], table: str) -> None:
-    cols = sql.SQL(", ").join(map(sql.Identifier, plan.columns))
-    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(table), cols)) as copy:
-        copy.set_types([plan.spec.oids[c] for c in plan.columns])
-        for row in values:
-            copy.write_row(row)
+def _source(plan: _Plan) -> sql.Composed:
+    """The staged rows as the target takes them: a NOT NULL column's default for NULL, the vector
+    from etl.embedding_cache (read here, once per batch, in the database), deleted_at NULL."""
+    spec, ident = plan.spec, sql.Identifier
+    items = [
+        sql.SQL("coalesce(s.{}, {})").format(ident(c), sql.SQL(spec.defaults[c]))
+        if c in spec.defaults
+        else sql.SQL("s.{}").format(ident(c))
+        for c in plan.staged
+    ]
+    join = sql.SQL("")
+    if plan.vector:
+        items.append(sql.SQL("c.embedding"))
+        join = sql.SQL(
+            " LEFT JOIN etl.embedding_cache c ON c.model = s.embedding_model AND c.content_sha256 = s.content_sha256"
+        )
+    if "deleted_at" in spec.types:
+        items.append(sql.SQL("NULL::{}").format(sql.SQL(spec.types["deleted_at"])))
+    return sql.SQL("SELECT {} FROM {} s{}").format(sql.SQL(", ").join(items), ident(STAGE), join)
 
 
-def _copy_text(cur: psycopg.Cursor, plan: _Plan, rows: list[dict], vectors: dict, table: str) -> None:
+def _insert(plan: _Plan) -> sql.Composed:
+    if plan.direct:
+        return sql.SQL("INSERT INTO {} ({}) {}").format(
+            sql.Identifier(plan.spec.name), sql.SQL(", ").join(map(sql.Identifier, plan.columns)), _source(plan)
+        )
+    return _upsert(plan.spec, plan.columns, _source(plan))
+
+
+RECORD_HASHES = sql.SQL(
+    """INSERT INTO etl.id_map (tenant_slug, entity, legacy_key, id, row_hash)
+       SELECT %s, %s, legacy_key, id, {hash} FROM {stage}
+       ON CONFLICT (tenant_slug, entity, legacy_key) DO UPDATE SET row_hash = EXCLUDED.row_hash
+       WHERE etl.id_map.row_hash IS DISTINCT FROM EXCLUDED.row_hash"""
+).format(hash=sql.Identifier(HASH), stage=sql.Identifier(STAGE))
+
+
+# -- writing one batch
+
+
+def _copy_typed(cur: psycopg.Cursor, plan: _Plan, types: list, columns: list[list]) -> None:
+    cols = sql.SQL(", ").join(map(sql.Identifier, [*plan.staged, HASH]))
+    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGE), cols)) as copy:
+        copy.set_types(types)
+        write = copy.write_row
+        for row in zip(*columns):
+            write(row)
+
+
+def _text_column(plan: _Plan, name: str, s: pl.Series) -> list:
+    if s.dtype == pl.Utf8:
+        return s.to_list()
+    return [to_text(v) for v in s.to_list()]
+
+
+def _copy_text(cur: psycopg.Cursor, plan: _Plan, batch: pl.DataFrame) -> None:
     """The text path: all-text staging, each value cast by the database (its own messages)."""
     spec, ident = plan.spec, sql.Identifier
-    stage = sql.SQL(", ").join(sql.SQL("{} text").format(ident(c)) for c in plan.columns)
+    names = [*plan.staged, HASH]
+    stage = sql.SQL(", ").join(sql.SQL("{} text").format(ident(c)) for c in names)
     cur.execute(sql.SQL("CREATE TEMP TABLE vital_text ({}) ON COMMIT DROP").format(stage))
-    cols = sql.SQL(", ").join(map(ident, plan.columns))
-    with cur.copy(sql.SQL("COPY vital_text ({}) FROM STDIN (FORMAT BINARY)").format(cols)) as copy:
-        copy.set_types(["text"] * len(plan.columns))
-        for row in rows:
-            copy.write_row(
-                [
-                    to_text(vectors.get((row.get("embedding_model"), row.get("content_sha256"))))
-                    if c == "embedding"
-                    else to_text(row.get(c))
-                    for c in plan.columns
-                ]
-            )
-    selects = [
-        sql.SQL("coalesce(s.{}::{}, {})").format(ident(c), sql.SQL(spec.types[c]), sql.SQL(spec.defaults[c]))
-        if c in spec.defaults
-        else sql.SQL("s.{}::{}").format(ident(c), sql.SQL(spec.types[c]))
-        for c in plan.columns
-    ]
+    columns = [_text_column(plan, c, batch[c]) for c in plan.staged]
+    columns.append(batch[HASH].to_list() if HASH in batch.columns else [None] * batch.height)
+    with cur.copy(
+        sql.SQL("COPY vital_text ({}) FROM STDIN (FORMAT BINARY)").format(sql.SQL(", ").join(map(ident, names)))
+    ) as copy:
+        copy.set_types(["text"] * len(names))
+        for row in zip(*columns):
+            copy.write_row(row)
+    casts = [sql.SQL("s.{}::{}").format(ident(c), sql.SQL(spec.types[c])) for c in plan.staged]
     cur.execute(
-        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM vital_text s").format(
-            ident(table), cols, sql.SQL(", ").join(selects)
+        sql.SQL("INSERT INTO {} SELECT {}, s.{} FROM vital_text s").format(
+            ident(STAGE), sql.SQL(", ").join(casts), ident(HASH)
         )
     )
     cur.execute("DROP TABLE vital_text")
 
 
-def _stage(cur: psycopg.Cursor, plan: _Plan, rows: list[dict], vectors: dict, table: str) -> None:
-    """`rows` into a temporary table typed like the target: binary and typed where Python can
+def _stage(cur: psycopg.Cursor, plan: _Plan, batch: _Batch) -> None:
+    """`batch` into a temporary table typed like the target: binary and typed where Python can
     type every value, else through the text path."""
-    cols = sql.SQL(", ").join(map(sql.Identifier, plan.columns))
+    cols = sql.SQL(", ").join(map(sql.Identifier, plan.staged))
     cur.execute(
-        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-            sql.Identifier(table), cols, sql.Identifier(plan.spec.name)
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, NULL::text AS {} FROM {} WITH NO DATA").format(
+            sql.Identifier(STAGE), cols, sql.Identifier(HASH), sql.Identifier(plan.spec.name)
         )
     )
-    if not _try_typed(cur, plan, rows, vectors, table):
-        _copy_text(cur, plan, rows, vectors, table)
+    if not _try_typed(cur, plan, batch):
+        _copy_text(cur, plan, batch.frame)
 
 
-def _try_typed(cur: psycopg.Cursor, plan: _Plan, rows: list[dict], vectors: dict, table: str) -> bool:
-    """COPY the typed rows into `table`; False (and nothing written) when a value cannot be typed
-    in Python. The database's own errors propagate."""
-    try:
-        values = _typed_rows(plan, rows, vectors)
-    except Untypable as exc:
-        log.info("%s: a batch of %d rows takes the text path (%s)", plan.spec.name, len(rows), exc)
+def _try_typed(cur: psycopg.Cursor, plan: _Plan, batch: _Batch) -> bool:
+    """COPY the typed batch into the staging table; False (and nothing written) when a value
+    cannot be typed in Python. The database's own errors propagate."""
+    if isinstance(batch.typed, Untypable):
+        log.info("%s: a batch of %d rows takes the text path (%s)", plan.spec.name, batch.frame.height, batch.typed)
         return False
+    types, columns = batch.typed
     try:
         with cur.connection.transaction():
-            _copy_typed(cur, plan, values, table)
+            _copy_typed(cur, plan, types, columns)
         return True
     except psycopg.Error as exc:
         if exc.sqlstate:
             raise
-        log.info("%s: a batch of %d rows takes the text path (%s)", plan.spec.name, len(rows), exc)
+        log.info("%s: a batch of %d rows takes the text path (%s)", plan.spec.name, batch.frame.height, exc)
         return False
 
 
-def _record_hashes(cur: psycopg.Cursor, plan: _Plan, rows: list[dict], vectors: dict) -> None:
-    """Each row's hash into etl.id_map, in the batch's transaction (so it never claims a row the
-    target does not hold)."""
-    if plan.tenant is None or not rows or "legacy_key" not in rows[0]:
-        return
-    plain = [c for c in plan.columns if c != "embedding"]
-    cur.execute(
-        """INSERT INTO etl.id_map (tenant_slug, entity, legacy_key, id, row_hash)
-           SELECT %s, %s, k, i, h FROM unnest(%s::text[], %s::uuid[], %s::text[]) AS x(k, i, h)
-           ON CONFLICT (tenant_slug, entity, legacy_key) DO UPDATE SET row_hash = EXCLUDED.row_hash
-           WHERE etl.id_map.row_hash IS DISTINCT FROM EXCLUDED.row_hash""",
-        (
-            plan.tenant,
-            plan.spec.name,
-            [r["legacy_key"] for r in rows],
-            [r["id"] for r in rows],
-            [row_hash(r, plain, (r.get("embedding_model"), r.get("content_sha256")) in vectors) for r in rows],
-        ),
-    )
-
-
-def _write_batch(conn: psycopg.Connection, plan: _Plan, rows: list[dict], on_batch: Callable | None) -> int:
-    vectors = _cached_vectors(conn, rows) if "embedding" in plan.columns else {}
+def _write_batch(conn: psycopg.Connection, plan: _Plan, batch: _Batch, on_batch: Callable | None) -> int:
     with conn.transaction(), conn.cursor() as cur:
         if on_batch:
             on_batch(conn)
-        if plan.direct and _try_typed(cur, plan, rows, vectors, plan.spec.name):
-            written = len(rows)
-        else:
-            _stage(cur, plan, rows, vectors, "vital_stage")
-            cols = sql.SQL(", ").join(map(sql.Identifier, plan.columns))
-            cur.execute(_upsert(plan.spec, plan.columns, sql.SQL("SELECT {} FROM vital_stage").format(cols)))
-            written = cur.rowcount
-        _record_hashes(cur, plan, rows, vectors)
+        _stage(cur, plan, batch)
+        cur.execute(_insert(plan))
+        written = cur.rowcount
+        if plan.hashed:  # in the batch's transaction: a hash never claims a row the target does not hold
+            cur.execute(RECORD_HASHES, (plan.tenant, plan.spec.name))
         return written
 
 
-def _defaults(conn: psycopg.Connection, spec: TableSpec, columns: list[str]) -> dict[str, object]:
-    """The values of the NOT NULL columns' defaults (now(), '{}', an enum label), evaluated once."""
-    wanted = [c for c in columns if c in spec.defaults]
-    if not wanted:
-        return {}
-    exprs = sql.SQL(", ").join(sql.SQL(spec.defaults[c]) for c in wanted)
-    values = conn.execute(sql.SQL("SELECT {}").format(exprs)).fetchone()
-    return {c: (json.dumps(v) if spec.kinds[c] == "json" else v) for c, v in zip(wanted, values)}
+# -- what a load sends
 
 
-def _unchanged(
-    conn: psycopg.Connection, spec: TableSpec, columns: list[str], rows: list[dict], tenant: str | None
-) -> set[str]:
-    """The ids of rows whose hash equals the last load's and that the target still holds."""
-    if tenant is None or "legacy_key" not in columns:
+UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+
+
+def _as_text(s: pl.Series) -> pl.Series:
+    if s.dtype == pl.Object:
+        return pl.Series(s.name, [None if v is None else str(v) for v in s.to_list()], dtype=pl.Utf8)
+    return s.cast(pl.Utf8)
+
+
+def _array(s: pl.Series) -> str:
+    """A column as a PostgreSQL array literal (one parameter, however many values)."""
+    quoted = pl.lit('"') + s.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True) + '"'
+    return "{" + pl.select(pl.when(s.is_null()).then(pl.lit("NULL")).otherwise(quoted).str.join(",")).item() + "}"
+
+
+def _unchanged(conn: psycopg.Connection, plan: _Plan, frame: pl.DataFrame) -> set[int]:
+    """The positions of rows whose hash equals the last load's, that the target still holds, and
+    whose vector there matches the cache (one held there, or none)."""
+    ids = _as_text(frame["id"])
+    ok = ids.str.contains(UUID_RE).fill_null(False)  # a malformed id is sent, and refused there
+    if not ok.any():
         return set()
-    keys = [(r.get("embedding_model"), r.get("content_sha256")) for r in rows if r.get("content_sha256")]
-    cached = set()
-    if keys:
-        cached = {
-            (m, h)
-            for m, h in conn.execute(
-                """SELECT model, content_sha256 FROM etl.embedding_cache
-                   WHERE (model, content_sha256) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
-                ([k[0] for k in keys], [k[1] for k in keys]),
-            )
-        }
-    plain = [c for c in columns if c != "embedding"]
-    hashes = {r["id"]: row_hash(r, plain, (r.get("embedding_model"), r.get("content_sha256")) in cached) for r in rows}
-    stored = conn.execute(
-        """SELECT id::text, row_hash FROM etl.id_map
-           WHERE tenant_slug = %s AND entity = %s AND id = ANY(%s::uuid[]) AND row_hash IS NOT NULL""",
-        (tenant, spec.name, list(hashes)),
-    ).fetchall()
-    same = [i for i, h in stored if hashes.get(i) == h]
-    if not same:
-        return set()
-    visible = sql.SQL(" AND deleted_at IS NULL") if "deleted_at" in spec.types else sql.SQL("")
-    present = conn.execute(
-        sql.SQL("SELECT id::text FROM {} WHERE id = ANY(%s::uuid[]){}").format(sql.Identifier(spec.name), visible),
-        (same,),
-    ).fetchall()
-    return {i for (i,) in present}
+    part = frame.filter(ok)
+    args = [_array(ids.filter(ok)), _array(part[HASH]), _array(part[POS].cast(pl.Utf8))]
+    unnest = sql.SQL("unnest(%s::uuid[], %s::text[], %s::bigint[]")
+    where = sql.SQL("")
+    if plan.vector:
+        args += [_array(_as_text(part["embedding_model"])), _array(_as_text(part["content_sha256"]))]
+        unnest += sql.SQL(", %s::text[], %s::text[]")
+        where = sql.SQL(
+            """ WHERE (t.embedding IS NOT NULL) = EXISTS (SELECT FROM etl.embedding_cache c
+                WHERE c.model = k.model AND c.content_sha256 = k.sha)"""
+        )
+    visible = sql.SQL(" AND t.deleted_at IS NULL") if "deleted_at" in plan.spec.types else sql.SQL("")
+    query = sql.SQL(
+        """SELECT k.pos FROM {}) AS k(id, h, pos{})
+           JOIN etl.id_map m ON m.id = k.id AND m.tenant_slug = %s AND m.entity = %s AND m.row_hash = k.h
+           JOIN {} t ON t.id = k.id{}{}"""
+    ).format(
+        unnest,
+        sql.SQL(", model, sha") if plan.vector else sql.SQL(""),
+        sql.Identifier(plan.spec.name),
+        visible,
+        where,
+    )
+    return {p for (p,) in conn.execute(query, (*args, plan.tenant, plan.spec.name))}
 
 
-def _has_tenant_rows(conn: psycopg.Connection, spec: TableSpec, rows: list[dict]) -> bool:
+def _has_tenant_rows(conn: psycopg.Connection, spec: TableSpec, frame: pl.DataFrame) -> bool:
     if "tenant_id" not in spec.types:
         return True
-    tenants = list({str(r["tenant_id"]) for r in rows if r.get("tenant_id")})
+    if "tenant_id" not in frame.columns:
+        return False  # no tenant to look for
+    tenants = _as_text(frame["tenant_id"]).unique().drop_nulls()
+    if not tenants.str.contains(UUID_RE).all():
+        return True  # malformed tenant ids: upsert, and let the database judge them
     return conn.execute(
         sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = ANY(%s::uuid[]))").format(sql.Identifier(spec.name)),
-        (tenants,),
+        (_array(tenants),),
     ).fetchone()[0]
 
 
@@ -529,6 +697,52 @@ def one_row_per_key(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
     return list(seen.values()) if len(seen) < len(rows) else rows
 
 
+def _one_row_per_key(frame: pl.DataFrame, key: tuple[str, ...]) -> pl.DataFrame:
+    if not all(k in frame.columns for k in key) or any(frame[k].dtype == pl.Object for k in key):
+        return frame
+    out = frame.unique(subset=list(key), keep="last", maintain_order=True)
+    return out if out.height < frame.height else frame
+
+
+def _plan(conn: psycopg.Connection, spec: TableSpec, frame: pl.DataFrame, tenant: str | None) -> _Plan:
+    staged = [c for c in spec.types if c in frame.columns and c not in ("embedding", "deleted_at")]
+    vector = spec.has_embedding and "content_sha256" in staged and "embedding_model" in staged
+    hashed = tenant is not None and "legacy_key" in staged and "id" in staged
+    zone = conn.execute("SHOW TimeZone").fetchone()[0]
+    return _Plan(spec, staged, not _has_tenant_rows(conn, spec, frame), tenant, hashed, vector, zone)
+
+
+# -- the entry points
+
+
+def load_frame(
+    dsn: str,
+    table: str,
+    frame: pl.DataFrame,
+    batch_size: int = 1000,
+    tenant: str | None = None,
+    on_batch: Callable[[psycopg.Connection], None] | None = None,
+    attempts: int = 4,
+) -> LoadResult:
+    """Load `frame` into `table`: its target columns with Polars dtypes (`metadata` JSON text);
+    other columns are ignored, and those starting with `_` (`_source`, `_row`, ...) come back
+    with a failed row. With `tenant` (its slug), rows are hashed and those unchanged since the
+    last load are not sent."""
+    if frame.height == 0:
+        return LoadResult(table)
+    given = frame.with_row_index(POS)
+
+    def prepare(spec: TableSpec) -> pl.DataFrame:
+        return _one_row_per_key(given, spec.key)
+
+    def row_of(pos: int) -> dict:
+        row = given.row(pos, named=True)
+        del row[POS]
+        return row
+
+    return _load(dsn, table, prepare, frame.height, row_of, batch_size, tenant, on_batch, attempts)
+
+
 def load_rows(
     dsn: str,
     table: str,
@@ -538,33 +752,78 @@ def load_rows(
     attempts: int = 4,
     tenant: str | None = None,
 ) -> LoadResult:
-    """Load `rows` (dicts of column -> value; unknown keys ignored) into `table`. With `tenant`
-    (its slug), rows are hashed and those unchanged since the last load are not sent."""
-    result = LoadResult(table)
+    """Load `rows` (dicts of column -> value, `metadata` a dict; unknown keys ignored) into
+    `table`, as load_frame does: the rows become a frame, typed by the target's columns. A failed
+    row comes back as the dict that was given."""
     if not rows:
-        return result
+        return LoadResult(table)
+    kept: list[dict] = []
+
+    def prepare(spec: TableSpec) -> pl.DataFrame:
+        kept[:] = one_row_per_key(rows, spec.key)
+        present = set().union(*kept)
+        columns = {
+            c: _series(c, [r.get(c) for r in kept], spec.kinds[c])
+            for c in spec.types
+            if c in present and c not in ("embedding", "deleted_at")
+        }
+        return pl.DataFrame(columns, height=len(kept)).with_row_index(POS)
+
+    return _load(dsn, table, prepare, len(rows), kept.__getitem__, batch_size, tenant, on_batch, attempts)
+
+
+def _series(name: str, values: list, kind: str) -> pl.Series:
+    """A column of Python values: a Polars dtype where they have one, else Python objects
+    (typed one by one when loaded)."""
+    if kind == "json":
+        values = [None if v is None else _json(v) for v in values]
+    elif kind == "uuid":
+        values = [str(v) if isinstance(v, uuid.UUID) else v for v in values]
+    try:
+        return pl.Series(name, values, strict=True)
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        return pl.Series(name, values, dtype=pl.Object)
+
+
+def _load(
+    dsn: str,
+    table: str,
+    prepare: Callable[[TableSpec], pl.DataFrame],
+    given: int,
+    row_of: Callable[[int], dict],
+    batch_size: int,
+    tenant: str | None,
+    on_batch: Callable | None,
+    attempts: int,
+) -> LoadResult:
+    result = LoadResult(table)
     conn_box: dict = {}
 
     def conn() -> psycopg.Connection:
         if conn_box.get("c") is None or conn_box["c"].closed or conn_box["c"].broken:
             conn_box["c"] = c = connect(dsn, autocommit=True, application_name="vital-etl-loader")
-            if "spec" in conn_box:
-                _prepare(c, conn_box["spec"])
+            # bytes made here (uuid, jsonb) by oid: psycopg's own bytes dumper (C), not the DB-API one
+            c.adapters.register_dumper(bytes, c.adapters.get_dumper(bytes, PyFormat.BINARY))
         return conn_box["c"]
 
-    spec = conn_box["spec"] = table_spec(conn(), table)
-    _prepare(conn(), spec)
-    given = len(rows)
-    rows = one_row_per_key(rows, spec.key)
-    columns = load_columns(spec, rows)
-    plan = _Plan(spec, columns, direct=not _has_tenant_rows(conn(), spec, rows), tenant=tenant)
-    plan.defaults = _defaults(conn(), spec, columns)
-    unchanged = set() if plan.direct else _unchanged(conn(), spec, columns, rows, tenant)
-    result.unchanged = len(unchanged)
-    result.loaded = result.unchanged + given - len(rows)  # a repeated key loads once
-    rows = [r for r in rows if r["id"] not in unchanged] if unchanged else rows
+    try:
+        spec = table_spec(conn(), table)
+        frame = prepare(spec)
+        plan = _plan(conn(), spec, frame, tenant)
+        unchanged: set[int] = set()
+        if plan.hashed and not plan.direct:  # hashed once, here, to find the unchanged rows
+            frame = frame.with_columns(pl.Series(HASH, frame_hashes(frame, plan.staged), dtype=pl.Utf8))
+            unchanged = _unchanged(conn(), plan, frame)
+        result.unchanged = len(unchanged)
+        result.loaded = result.unchanged + given - frame.height  # a repeated key loads once
+        if unchanged:
+            frame = frame.filter(~pl.col(POS).is_in(list(unchanged)))
+    except BaseException:
+        if conn_box.get("c") is not None:
+            conn_box["c"].close()
+        raise
 
-    def attempt(batch: list[dict]) -> int:
+    def attempt(batch: _Batch) -> int:
         for tryno in Retrying(
             stop=stop_after_attempt(attempts),
             reraise=True,
@@ -577,33 +836,44 @@ def load_rows(
                     log.warning(
                         "%s: retrying a batch of %d rows after a transient error (attempt %d)",
                         table,
-                        len(batch),
+                        batch.frame.height,
                         tryno.retry_state.attempt_number,
                     )
                 return _write_batch(conn(), plan, batch, on_batch)
         raise AssertionError("unreachable")
 
-    def load(batch: list[dict]) -> None:
+    def load(batch: _Batch) -> None:
+        rows = batch.frame
         try:
             result.written += attempt(batch)
-            result.loaded += len(batch)
+            result.loaded += rows.height
         except psycopg.Error as exc:
             if not is_data_error(exc):  # by SQLSTATE: 22, 23, 54, P0001 (core/retry.py)
                 raise
             if plan.direct:  # e.g. a row that another run loaded meanwhile: upsert from now on
                 plan.direct = False
                 return load(batch)
-            if len(batch) == 1:
-                result.failed.append((batch[0], _reason(exc)))
+            if rows.height == 1:
+                result.failed.append((row_of(rows[POS][0]), _reason(exc)))
                 return
-            mid = len(batch) // 2
-            load(batch[:mid])
-            load(batch[mid:])
+            mid = rows.height // 2
+            load(_prepare_batch(plan, rows[:mid]))
+            load(_prepare_batch(plan, rows[mid:]))
 
+    starts = range(0, frame.height, batch_size)
     try:
-        for start in range(0, len(rows), batch_size):
-            result.batches += 1
-            load(rows[start : start + batch_size])
+        with ThreadPoolExecutor(1, thread_name_prefix="vital-load-prepare") as ahead:
+            # batch n+1 is hashed and typed while the database writes batch n (psycopg waits for
+            # the server without the GIL)
+            upcoming = [ahead.submit(_prepare_batch, plan, frame[s : s + batch_size]) for s in starts[:1]]
+            for n in range(len(starts)):
+                batch = upcoming.pop().result()
+                if n + 1 < len(starts):
+                    upcoming.append(
+                        ahead.submit(_prepare_batch, plan, frame[starts[n + 1] : starts[n + 1] + batch_size])
+                    )
+                result.batches += 1
+                load(batch)
     except psycopg.Error as exc:
         if is_transient(exc):
             raise TransientError(f"{table}: the database connection failed {attempts} times: {exc}") from None
@@ -635,25 +905,3 @@ def parents_first(rows: list[dict], column: str) -> list[dict]:
         return d
 
     return sorted(rows, key=lambda r: depth(r["id"]))
-
-
-@task(name="copy-batch", task_run_name="copy-{table}-{tenant}-{batch_no}", cache_policy=NO_CACHE, **IO_RETRIES)
-def copy_batch(table: str, tenant: str, batch_no: int, rows: list[dict]) -> LoadResult:
-    return load_rows(target_dsn(), table, rows, batch_size=len(rows) or 1, tenant=tenant)
-
-
-def load_table(table: str, rows: list[dict], tenant: str, batch_size: int) -> LoadResult:
-    """One copy-batch task per batch, submitted to the flow's task runner (threads or Dask);
-    their results summed. A self-referencing table loads its batches in order, parents first."""
-    total = LoadResult(table)
-    if table in SELF_REFERENCES:
-        rows = parents_first(rows, SELF_REFERENCES[table])
-    batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-    if table in SELF_REFERENCES:
-        results = [copy_batch(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
-    else:
-        futures = [copy_batch.submit(table, tenant, n, b) for n, b in enumerate(batches, start=1)]
-        results = [f.result() for f in futures]
-    for r in results:
-        total.add(r)
-    return total

@@ -407,7 +407,14 @@ def _exported(spec: ModelSpec) -> Exported:
         compiled = ov.Core().compile_model(
             folder / "model.xml",
             "CPU",
-            {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": workers, "INFERENCE_NUM_THREADS": workers},
+            # f32 asked for: on a CPU with bf16/AMX OpenVINO would otherwise compute in bf16, and the
+            # same model id (`+openvino-fp32`) would give other vectors on another machine
+            {
+                "PERFORMANCE_HINT": "THROUGHPUT",
+                "NUM_STREAMS": workers,
+                "INFERENCE_NUM_THREADS": workers,
+                "INFERENCE_PRECISION_HINT": "f32",
+            },
         )
         requests = threading.local()
 

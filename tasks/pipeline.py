@@ -12,6 +12,7 @@ from prefect.utilities.annotations import quote
 
 from core.catalogue import SELF_REFERENCES
 from core.connections import connect, target_dsn
+from core.retry import call_with_retries
 from core.settings import ModelSpec, model_spec
 from sources.manifest import Manifest
 from tasks.batches import BatchResult, BatchWriter, embed_and_load
@@ -65,72 +66,71 @@ def load_tenant(
     refused: list[dict] = []
     findings: list[str] = []
     junctions = {}
-    with connect(target_dsn(), autocommit=True) as conn:
-        for entity, s in part.entities.items():
-            # one batch of dicts at a time: written as files, then loaded by tasks that read them
-            tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
-            writers = {t: BatchWriter(run_id, t, batch_size) for t in tables}
-            ids: dict[str, dict[str, tuple[str | None, str | None]]] = {t: {} for t in tables}
-            for rows in _row_batches(entity, s.rows, batch_size):
-                made = {entity: rows}
-                if entity == "knowledge_documents":
-                    made["knowledge_chunks"] = chunk_documents(rows, str(tenant.id))
-                for table, table_rows in made.items():
-                    writers[table].write(table_rows, with_hashes(table, table_rows, spec.model_id))
-                    ids[table].update({r["id"]: (r.get("_source"), r.get("legacy_key")) for r in table_rows})
-            for table in tables:
-                result = _load_files(table, tenant.slug, run_id, writers[table].paths, spec if embed_now else None)
-                rejects = (
-                    [
-                        (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
-                        for q in s.quarantined.iter_rows(named=True)
-                    ]
-                    if table == entity
-                    else []
-                )
-                quarantine(conn, run_id, tenant.slug, table, rejects)
-                refused += result.refused
-                failed_keys = {q["legacy_key"] for q in result.refused}
-                origins[table] = {i: src for i, (src, key) in ids[table].items() if key not in failed_keys}
-                counts[table] = {
-                    "read": s.read if table == entity else len(ids[table]),
-                    "created": s.created if table == entity else 0,
-                    "loaded": result.loaded,
-                    "quarantined": len(rejects) + len(result.refused),
-                    "skipped": s.skipped if table == entity else 0,
-                    "embedded": result.embedded,
-                    "reused": result.reused,
-                    "written": result.written,
-                    "unchanged": result.unchanged,
-                    "retries": result.retries,
-                }
+    for entity, s in part.entities.items():
+        # one batch of dicts at a time: written as files, then loaded by tasks that read them
+        tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
+        writers = {t: BatchWriter(run_id, t, batch_size) for t in tables}
+        ids: dict[str, dict[str, tuple[str | None, str | None]]] = {t: {} for t in tables}
+        for rows in _row_batches(entity, s.rows, batch_size):
+            made = {entity: rows}
             if entity == "knowledge_documents":
-                prune_chunks(conn, str(tenant.id), list(ids[entity]), list(ids["knowledge_chunks"]))
-            if complete and not pruning:
-                stale = count_stale(conn, entity, str(tenant.id), list(ids[entity]))
-                if stale:
-                    findings.append(
-                        f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
-                        'sources; they were kept (migrate again with prune=True, or prune="soft", removes them)'
-                    )
-        for junction, frame in part.junctions.items():
-            rows = stamp_links(junction, frame.to_dicts(), origins)
-            writer = BatchWriter(run_id, junction, batch_size)
-            writer.write(rows, [])
-            result = _load_files(junction, tenant.slug, run_id, writer.paths, None)
-            removed = prune_links(conn, junction, str(tenant.id), rows, origins)
-            if removed:
-                findings.append(
-                    f"{junction}: removed {removed} link(s) that an earlier run derived from the same sources "
-                    "and that the sources no longer state"
-                )
-            junctions[junction] = {
-                "rows": result.loaded,
+                made["knowledge_chunks"] = chunk_documents(rows, str(tenant.id))
+            for table, table_rows in made.items():
+                writers[table].write(table_rows, with_hashes(table, table_rows, spec.model_id))
+                ids[table].update({r["id"]: (r.get("_source"), r.get("legacy_key")) for r in table_rows})
+        for table in tables:
+            result = _load_files(table, tenant.slug, run_id, writers[table].paths, spec if embed_now else None)
+            rejects = (
+                [
+                    (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
+                    for q in s.quarantined.iter_rows(named=True)
+                ]
+                if table == entity
+                else []
+            )
+            _db(quarantine, run_id, tenant.slug, table, rejects)
+            refused += result.refused
+            failed_keys = {q["legacy_key"] for q in result.refused}
+            origins[table] = {i: src for i, (src, key) in ids[table].items() if key not in failed_keys}
+            counts[table] = {
+                "read": s.read if table == entity else len(ids[table]),
+                "created": s.created if table == entity else 0,
+                "loaded": result.loaded,
+                "quarantined": len(rejects) + len(result.refused),
+                "skipped": s.skipped if table == entity else 0,
+                "embedded": result.embedded,
+                "reused": result.reused,
                 "written": result.written,
-                "quarantined": len(result.refused),
-                "removed": removed,
+                "unchanged": result.unchanged,
                 "retries": result.retries,
             }
+        if entity == "knowledge_documents":
+            _db(prune_chunks, str(tenant.id), list(ids[entity]), list(ids["knowledge_chunks"]))
+        if complete and not pruning:
+            stale = _db(count_stale, entity, str(tenant.id), list(ids[entity]))
+            if stale:
+                findings.append(
+                    f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
+                    'sources; they were kept (migrate again with prune=True, or prune="soft", removes them)'
+                )
+    for junction, frame in part.junctions.items():
+        rows = stamp_links(junction, frame.to_dicts(), origins)
+        writer = BatchWriter(run_id, junction, batch_size)
+        writer.write(rows, [])
+        result = _load_files(junction, tenant.slug, run_id, writer.paths, None)
+        removed = _db(prune_links, junction, str(tenant.id), rows, origins)
+        if removed:
+            findings.append(
+                f"{junction}: removed {removed} link(s) that an earlier run derived from the same sources "
+                "and that the sources no longer state"
+            )
+        junctions[junction] = {
+            "rows": result.loaded,
+            "written": result.written,
+            "quarantined": len(result.refused),
+            "removed": removed,
+            "retries": result.retries,
+        }
     return {
         "entities": counts,
         "junctions": junctions,
@@ -139,6 +139,17 @@ def load_tenant(
         "model": spec.model_id,
         "model_note": note,
     }
+
+
+def _db(fn, *args):
+    """fn(conn, *args) on a connection of its own to the target, retried while the failure is
+    transient (a restarted server, a lost connection)."""
+
+    def once():
+        with connect(target_dsn(), autocommit=True) as conn:
+            return fn(conn, *args)
+
+    return call_with_retries(once)
 
 
 def _row_batches(entity: str, frame: pl.DataFrame, batch_size: int) -> Iterator[list[dict]]:
