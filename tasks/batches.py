@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +35,12 @@ class BatchWriter:
     """A table's rows as Parquet files of at most batch_rows rows each, numbered in the order they
     are written; `paths` lists them."""
 
-    def __init__(self, run_id: str, table: str, batch_rows: int):
+    def __init__(self, run_id: str, table: str, batch_rows: int, skip: Callable[[pl.DataFrame], bool] | None = None):
+        """skip: a batch for which it says True is not written (nothing in it to load); its rows
+        are counted in `skipped_rows`."""
         self.folder = run_folder(run_id) / STAGE
-        self.table, self.batch_rows, self.paths = table, batch_rows, []
+        self.table, self.batch_rows, self.paths, self.skip = table, batch_rows, [], skip
+        self.skipped_rows = self.skipped_texts = 0  # rows not written; those of them with a text
 
     def write(self, rows: list[dict], texts: list[str]) -> None:
         """rows: dicts of target columns (`metadata` a dict); texts: their embedding texts (empty
@@ -46,6 +50,10 @@ class BatchWriter:
             frame = pl.DataFrame(
                 [_storable(r) for r in rows[start : start + self.batch_rows]], infer_schema_length=None
             )
+            if self.skip is not None and self.skip(frame):
+                self.skipped_rows += frame.height
+                self.skipped_texts += frame.height if texts else 0
+                continue
             if texts:
                 frame = frame.with_columns(pl.Series(TEXT, texts[start : start + self.batch_rows], dtype=pl.Utf8))
             path = self.folder / f"{self.table}.{len(self.paths) + 1}.parquet"

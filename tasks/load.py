@@ -712,6 +712,28 @@ def _plan(conn: psycopg.Connection, spec: TableSpec, frame: pl.DataFrame, tenant
     return _Plan(spec, staged, not _has_tenant_rows(conn, spec, frame), tenant, hashed, vector, zone)
 
 
+def all_unchanged(conn: psycopg.Connection, table: str, frame: pl.DataFrame, tenant: str, vectors: bool) -> bool:
+    """Whether load_frame would send none of the frame's rows: each one's hash, presence and
+    vector are what the last load left (the same check as the loader's). vectors: also every
+    row's vector must be in etl.embedding_cache already (nothing for the embed step to do)."""
+    spec = table_spec(conn, table)
+    frame = _one_row_per_key(frame.with_row_index(POS), spec.key)
+    plan = _plan(conn, spec, frame, tenant)
+    if frame.height == 0 or not plan.hashed or plan.direct:
+        return False
+    frame = frame.with_columns(pl.Series(HASH, frame_hashes(frame, plan.staged), dtype=pl.Utf8))
+    if len(_unchanged(conn, plan, frame)) < frame.height:
+        return False
+    if not (vectors and plan.vector):
+        return True
+    cached = conn.execute(
+        """SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS k(model, sha)
+           WHERE EXISTS (SELECT FROM etl.embedding_cache c WHERE c.model = k.model AND c.content_sha256 = k.sha)""",
+        (frame["embedding_model"].to_list(), frame["content_sha256"].to_list()),
+    ).fetchone()[0]
+    return cached == frame.height
+
+
 # -- the entry points
 
 

@@ -19,7 +19,7 @@ from tasks.batches import BatchResult, BatchWriter, embed_and_load
 from tasks.chunk import chunk_documents
 from tasks.embed import tenant_texts
 from tasks.extract import extract
-from tasks.load import parents_first
+from tasks.load import all_unchanged, parents_first
 from tasks.model import accepted_spec
 from tasks.normalize import normalize
 from tasks.normalize.base import Normalized
@@ -66,10 +66,16 @@ def load_tenant(
     refused: list[dict] = []
     findings: list[str] = []
     junctions = {}
+
+    def unchanged(table: str, vectors: bool):
+        """A batch whose every row the last load left as it is (and, embedding now, whose
+        vectors are cached) is neither written as a file nor given a task."""
+        return lambda frame: _db(all_unchanged, table, frame, tenant.slug, vectors)
+
     for entity, s in part.entities.items():
         # one batch of dicts at a time: written as files, then loaded by tasks that read them
         tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
-        writers = {t: BatchWriter(run_id, t, batch_size) for t in tables}
+        writers = {t: BatchWriter(run_id, t, batch_size, unchanged(t, embed_now)) for t in tables}
         ids: dict[str, dict[str, tuple[str | None, str | None]]] = {t: {} for t in tables}
         for rows in _row_batches(entity, s.rows, batch_size):
             made = {entity: rows}
@@ -80,6 +86,9 @@ def load_tenant(
                 ids[table].update({r["id"]: (r.get("_source"), r.get("legacy_key")) for r in table_rows})
         for table in tables:
             result = _load_files(table, tenant.slug, run_id, writers[table].paths, spec if embed_now else None)
+            result.loaded += writers[table].skipped_rows
+            result.unchanged += writers[table].skipped_rows
+            result.reused += writers[table].skipped_texts if embed_now else 0
             rejects = (
                 [
                     (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
@@ -115,9 +124,10 @@ def load_tenant(
                 )
     for junction, frame in part.junctions.items():
         rows = stamp_links(junction, frame.to_dicts(), origins)
-        writer = BatchWriter(run_id, junction, batch_size)
+        writer = BatchWriter(run_id, junction, batch_size, unchanged(junction, False))
         writer.write(rows, [])
         result = _load_files(junction, tenant.slug, run_id, writer.paths, None)
+        result.loaded += writer.skipped_rows
         removed = _db(prune_links, junction, str(tenant.id), rows, origins)
         if removed:
             findings.append(

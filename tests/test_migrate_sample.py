@@ -81,6 +81,11 @@ def test_migrate_rerun_change_undo(sample_env):
     second = migrate_tenant(tenant="pharma")
     assert sum(c["embedded"] for c in second["entities"].values()) == 0
     assert contents(target) == before
+    # nothing changed: every row counted unchanged, none written, its vector reused from the cache
+    assert all(c["written"] == 0 for c in second["entities"].values())
+    assert all(c["unchanged"] == c["loaded"] == first["entities"][e]["loaded"] for e, c in second["entities"].items())
+    assert second["entities"]["agents"]["reused"] == 36
+    assert all(c["written"] == 0 for c in second["junctions"].values())
 
     # one changed source row: exactly that row is re-embedded
     with psycopg.connect(sample_env["source"]) as conn:
@@ -223,3 +228,16 @@ def test_plan_prune_and_the_guard_end_to_end(sample_env):
         assert left == {t["slug"] for t in tools}
     finally:
         tools_file.write_text(original)
+
+
+def test_a_run_that_embeds_after_a_deferred_one_fills_every_vector(sample_env):
+    """Rows loaded without vectors are unchanged to the loader, but not to the embed step: their
+    batches are not skipped, and every row gets its vector."""
+    deferred = migrate_tenant(tenant="pharma", entities=["tools", "agents"], embed=False)
+    assert deferred["entities"]["agents"]["embedded"] == 0
+    full = migrate_tenant(tenant="pharma", entities=["tools", "agents"])
+    assert full["entities"]["agents"]["embedded"] == 36 and full["entities"]["agents"]["written"] == 36
+    with psycopg.connect(sample_env["target"]) as conn:
+        assert conn.execute("SELECT count(*) FROM agents WHERE embedding IS NULL").fetchone()[0] == 0
+    again = migrate_tenant(tenant="pharma", entities=["tools", "agents"])
+    assert again["entities"]["agents"]["written"] == 0 and again["entities"]["agents"]["unchanged"] == 36
