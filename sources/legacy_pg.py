@@ -78,12 +78,15 @@ def read_postgres(
     detected: dict | None = None,
     timezone: str = "UTC",
     label: str = "a postgres source",
+    relation: tuple[str, ...] = (),
 ) -> Iterator[pl.DataFrame]:
     """Stream `sql`. batch_rows trades memory for round trips: each fetch holds that many rows.
-    The database refusing the statement (not a lost connection, which is retried) is a
-    SourceError naming the source (`label`)."""
+    relation: the table `sql` reads whole; when it has a primary key, rows come in key order, so
+    a row's number (`_row`, its provenance) does not move when other rows are updated. The
+    database refusing the statement (not a lost connection, which is retried) is a SourceError
+    naming the source (`label`)."""
     try:
-        yield from _stream(dsn, sql, batch_rows, detected, timezone)
+        yield from _stream(dsn, sql, batch_rows, detected, timezone, relation)
     except psycopg.Error as exc:
         if is_transient(exc):
             raise
@@ -92,9 +95,30 @@ def read_postgres(
         raise SourceError(f"{label} on {mask_dsn(dsn)}: the legacy database refused the read: {msg}{hint}") from None
 
 
-def _stream(dsn, sql, batch_rows: int, detected: dict | None, timezone: str) -> Iterator[pl.DataFrame]:
+def primary_key(conn: psycopg.Connection, relation: tuple[str, ...]) -> list[str]:
+    """The primary key's columns of a table, in key order; [] for none (or not a table)."""
+    name = pgsql.Identifier(*relation).as_string(conn)
+    return [
+        r[0]
+        for r in conn.execute(
+            """SELECT a.attname FROM pg_index i
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+               WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
+               ORDER BY array_position(i.indkey::int2[], a.attnum)""",
+            (name,),
+        )
+    ]
+
+
+def _stream(
+    dsn, sql, batch_rows: int, detected: dict | None, timezone: str, relation: tuple[str, ...] = ()
+) -> Iterator[pl.DataFrame]:
     with read_only(dsn, timezone) as conn, conn.cursor(name="vital_etl_extract") as cur:
         cur.itersize = batch_rows
+        key = primary_key(conn, relation) if relation else []
+        if key:
+            whole = pgsql.SQL(sql) if isinstance(sql, str) else sql
+            sql = pgsql.SQL("{} ORDER BY {}").format(whole, pgsql.SQL(", ").join(map(pgsql.Identifier, key)))
         cur.execute(sql)
         columns = [d.name for d in cur.description]
         start, total = 1, 0

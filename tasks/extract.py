@@ -56,7 +56,13 @@ def read_batches(spec: SourceSpec, manifest: Manifest, batch_rows: int, detected
     else:
         dsn = source_dsn_of(spec, manifest)
         batches = read_postgres(
-            dsn, spec.sql, batch_rows, detected, manifest.timezone, label=f"{spec.where} source {spec.label}"
+            dsn,
+            spec.sql,
+            batch_rows,
+            detected,
+            manifest.timezone,
+            label=f"{spec.where} source {spec.label}",
+            relation=spec.relation if not spec.query else (),
         )
     tenants = json.dumps(list(spec.tenants)) if spec.tenants else None
     for frame in batches:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import tracemalloc
 
+import polars as pl
 import psycopg
 import pytest
 
@@ -78,3 +79,22 @@ def test_reading_a_large_legacy_table_streams_in_batches(fresh_dsn):
 
     streamed, whole = peak(2000), peak(60000)
     assert streamed * 5 < whole, (streamed, whole)
+
+
+def test_a_legacy_table_is_read_in_primary_key_order_so_row_numbers_stay_put(fresh_dsn):
+    """An UPDATE moves a row to the end of a heap scan; read in key order, every row keeps its
+    number (`_row`, its provenance), so other rows do not look changed on the next run."""
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE legacy_tools (code text, region int, name text, PRIMARY KEY (region, code))")
+        conn.execute("INSERT INTO legacy_tools SELECT 't' || g, g % 2, 'Tool ' || g FROM generate_series(1, 6) g")
+
+    def numbers(relation=()):
+        frame = pl.concat(list(read_postgres(fresh_dsn, "SELECT * FROM legacy_tools", 4, relation=relation)))
+        return dict(zip(zip(frame["region"], frame["code"]), frame["_row"]))
+
+    keyed, plain = numbers(("public", "legacy_tools")), numbers()
+    assert list(keyed) == sorted(keyed, key=lambda k: (int(k[0]), k[1]))  # the key's column order
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE legacy_tools SET name = 'Tool 1, renamed' WHERE code = 't1'")
+    assert numbers() != plain  # a plain scan renumbers rows after the update
+    assert numbers(("public", "legacy_tools")) == keyed
