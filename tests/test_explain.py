@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -181,11 +182,17 @@ def _an_agent(migrated) -> tuple[int, dict]:
     raise AssertionError("the sample has no such agent")
 
 
+def _legacy_row(migrated, agent_id: str) -> int:
+    """The row's number in the legacy table, which is read in primary key (uuid) order."""
+    ids = sorted(uuid.UUID(a["id"]) for a in migrated["sample"].tables["agents"])
+    return ids.index(uuid.UUID(agent_id)) + 1
+
+
 def test_an_agent_shows_its_source_row_enum_mappings_tenant_rule_and_links(migrated):
     i, agent = _an_agent(migrated)
     x = explain_row(migrated["dsn"], "pharma", entity="agents", key=agent["id"])
     assert x["status"] == "loaded"
-    assert x["sources"] == [{"source": "postgres:public.agents", "row": i + 1}]
+    assert x["sources"] == [{"source": "postgres:public.agents", "row": _legacy_row(migrated, agent["id"])}]
     enums = {e["column"]: e for e in x["enums"]}
     assert (enums["status"]["raw"], enums["status"]["value"]) == ("inactive", "archived")
     assert enums["status"]["rule"] == "rules/enums.yaml agent_status.synonyms: 'archived' lists 'inactive'"
@@ -217,7 +224,7 @@ def test_an_agent_shows_its_source_row_enum_mappings_tenant_rule_and_links(migra
     json.dumps(x)  # JSON-ready as it is
 
     text = render_text(x)
-    assert f"Source\n  postgres:public.agents row {i + 1}\n" in text
+    assert f"Source\n  postgres:public.agents row {_legacy_row(migrated, agent['id'])}\n" in text
     assert f"  status = 'archived' from status 'inactive': {enums['status']['rule']}" in text
     assert "Tenant\n  rule: explicit: label file\n" in text
     assert "agent_capabilities -> capabilities " in text
@@ -233,7 +240,7 @@ def test_a_quarantined_row_shows_its_reason(migrated):
     astrology = migrated["sample"].tables["agents"][0]  # business_function 'Astrology': no mapping
     x = explain_row(migrated["dsn"], "pharma", entity="agents", key=astrology["id"])
     assert (x["status"], x["id"], x["links"]) == ("quarantined", None, [])
-    assert x["sources"] == [{"source": "postgres:public.agents", "row": 1}]
+    assert x["sources"] == [{"source": "postgres:public.agents", "row": _legacy_row(migrated, astrology["id"])}]
     [q] = x["quarantine"]
     assert q["reason"] == ENUMS["functional_area"].unknown_message("Astrology")
     assert [r["run_id"] for r in q["runs"]] == [migrated["run_id"]]
