@@ -14,7 +14,7 @@ from core.runner import task_runner
 from sources.manifest import DEFAULT_MANIFEST, load_manifest
 from tasks.batches import remove_run_folder
 from tasks.decide import decide_tenant
-from tasks.extract import DEFAULT_BATCH_ROWS, load_inputs, read_tenant_labels
+from tasks.extract import DEFAULT_BATCH_ROWS, extract_folder, load_inputs, read_tenant_labels
 from tasks.fan_out import deployed, run_tenant_deployments
 from tasks.normalize.resolve import slice_tenant
 from tasks.normalize.rules import load_rules
@@ -23,7 +23,7 @@ from tasks.plan import plan_changes
 from tasks.prune import guard_prune, prune_tenant_rows, source_ids
 from tasks.report import publish_migration_report, publish_plan_report, publish_summary_report
 from tasks.review import record_decisions
-from tasks.runs import begin_run, read_run_summaries, record_verify, recorded_run, run_parameters
+from tasks.runs import begin_run, new_run_id, read_run_summaries, record_verify, recorded_run, run_parameters
 from tasks.search import build_indexes
 from tasks.summary import RunSummary, sum_summaries
 from tasks.verify import require_verified, verify_target
@@ -58,7 +58,9 @@ def migrate_tenant(
     m, rules, wanted = load_inputs(manifest, tenant, entities)
     labels = read_tenant_labels(m)
     complete, writes = set(wanted) == set(m.entities), not (dry_run or plan)
-    normalized, sources = extract_and_normalize(m, wanted, rules, labels, batch_size, keep=writes)
+    run_id = new_run_id() if writes else None
+    with extract_folder(run_id) as folder:
+        normalized, sources = extract_and_normalize(m, wanted, rules, labels, batch_size, folder, keep=writes)
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     gone = (
         guard_prune(tenant, str(part.tenant.id), quote(source_ids(part)), prune == "soft", max_delete_ratio)
@@ -76,7 +78,7 @@ def migrate_tenant(
             "prune": prune,
             "max_delete_ratio": max_delete_ratio,
         }
-        run_id = begin_run(tenant, params)
+        begin_run(tenant, params, run_id)
         summary.note(run_id=run_id)
         with recorded_run(run_id, summary):
             summary.add_loaded(load_tenant(part, run_id, batch_size, complete, embed, pruning=bool(gone)))

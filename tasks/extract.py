@@ -4,8 +4,11 @@ with `_source`, `_row` and `_tenants` (explicit manifest tenants, as JSON) for t
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 from prefect import task
@@ -26,8 +29,10 @@ from sources.manifest import (
     load_manifest,
     source_dsn_of,
 )
+from tasks.batches import run_folder
 from tasks.normalize.base import Rec
 from tasks.normalize.common import parse_list
+from tasks.normalize.reuse import RowDigest
 from tasks.normalize.rules import Rules, load_rules
 from tasks.normalize.tenancy import LabelFile
 
@@ -85,7 +90,48 @@ def read_batches(spec: SourceSpec, manifest: Manifest, batch_rows: int, detected
         )
 
 
+@dataclass
+class ExtractedFiles:
+    """An entity's extracted batches as Parquet files (`<folder>/<entity>.<n>.parquet`), what
+    each reader detected, and the digest of the rows that keys the normalize stage's reuse."""
+
+    entity: str
+    paths: list[str]
+    sources: list[dict]
+    digest: str
+
+
+def extract_to_files(manifest: Manifest, entity: str, batch_rows: int, folder: str) -> ExtractedFiles:
+    """Every source of the entity, batch by batch, written as files: one batch in memory at a time."""
+    where = Path(folder)
+    where.mkdir(parents=True, exist_ok=True)
+    paths, sources, digest = [], [], RowDigest()
+    for spec in manifest.entities[entity]:
+        detected: dict = {"source": spec.label, "kind": spec.kind}
+        for frame in read_batches(spec, manifest, batch_rows, detected):
+            digest.add(frame)
+            path = where / f"{entity}.{len(paths) + 1}.parquet"
+            frame.write_parquet(path, compression="lz4")
+            paths.append(str(path))
+        sources.append(detected)
+    return ExtractedFiles(entity, paths, sources, digest.hexdigest())
+
+
+@contextmanager
+def extract_folder(run_id: str | None) -> Iterator[str]:
+    """Where a run's extracted batches go: `$VITAL_HOME/runs/<run_id>/extract` (removed with the
+    run's folder when the run completes, kept for inspection when it fails), or, for a dry run
+    or plan (run_id None), a temporary folder outside $VITAL_HOME, removed once normalized."""
+    if run_id is not None:
+        yield str(run_folder(run_id) / "extract")
+        return
+    with tempfile.TemporaryDirectory(prefix="vital-etl-extract-") as folder:
+        yield folder
+
+
 def extract_entity(manifest: Manifest, entity: str, batch_rows: int = DEFAULT_BATCH_ROWS) -> Extracted:
+    """The entity's sources as one frame, in memory (tests and tools; a run streams them through
+    files with extract_to_files)."""
     frames, sources = [], []
     for spec in manifest.entities[entity]:
         detected: dict = {"source": spec.label, "kind": spec.kind}
@@ -138,5 +184,5 @@ def read_tenant_labels(manifest: Manifest) -> dict[str, LabelFile]:
 
 
 @task(name="extract", task_run_name="extract-{entity}", cache_policy=NO_CACHE, **IO_RETRIES)
-def extract(manifest: Manifest, entity: str, batch_size: int) -> Extracted:
-    return extract_entity(manifest, entity, batch_size)
+def extract(manifest: Manifest, entity: str, batch_size: int, folder: str) -> ExtractedFiles:
+    return extract_to_files(manifest, entity, batch_size, folder)

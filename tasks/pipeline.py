@@ -31,16 +31,26 @@ from tasks.sync import count_stale, prune_chunks, prune_links, stamp_links
 
 
 def extract_and_normalize(
-    manifest: Manifest, entities: list[str], rules: Rules, labels: dict, batch_size: int, keep: bool = False
+    manifest: Manifest,
+    entities: list[str],
+    rules: Rules,
+    labels: dict,
+    batch_size: int,
+    folder: str,
+    keep: bool = False,
 ) -> tuple[dict[str, Normalized], dict[str, list[dict]]]:
-    """Every wanted entity read from its sources and normalized; returns (normalized, what each
-    reader detected per entity). keep: store each normalize stage for reuse by the next run."""
+    """Every wanted entity read from its sources into batch files under folder, then normalized
+    from them; returns (normalized, what each reader detected per entity). Each entity's extract
+    and normalize are tasks of their own that pass files, not rows: under Dask they run on the
+    workers, entities side by side. keep: store each normalize stage for reuse by the next run."""
     logger = get_run_logger()
+    files = {e: extract.submit(manifest, e, batch_size, folder) for e in entities}
+    # rules unquoted: a quote() comes to a Dask worker as a bare tuple
+    runs = {e: normalize.submit(e, files[e], rules, labels.get(e), keep) for e in entities}
     normalized, sources = {}, {}
     for entity in entities:
-        extracted = extract(manifest, entity, batch_size)
-        sources[entity] = extracted.sources
-        n = normalized[entity] = normalize(entity, quote(extracted.frame), quote(rules), quote(labels), keep)
+        sources[entity] = files[entity].result().sources  # first: a failed read raises its own error
+        n = normalized[entity] = runs[entity].result()
         logger.info("%s: %d read, %d valid, %d rejected", entity, n.read, n.rows.height, n.rejects.height)
     return normalized, sources
 

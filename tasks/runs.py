@@ -57,13 +57,21 @@ def abandon_dead_runs(conn: psycopg.Connection) -> int:
     return len(dead)
 
 
-def start_run(conn: psycopg.Connection, flow: str, tenant: str | None, parameters: dict) -> str:
-    """A new `running` row owned by this process (after marking dead processes' runs abandoned)."""
+def new_run_id() -> str:
+    """A run's id, chosen before anything is read: its files go under runs/<id>/ from the start."""
+    return str(uuid.uuid4())
+
+
+def start_run(
+    conn: psycopg.Connection, flow: str, tenant: str | None, parameters: dict, run_id: str | None = None
+) -> str:
+    """A new `running` row owned by this process (after marking dead processes' runs abandoned).
+    run_id: the id chosen before (the run's folder is named by it); a retry finds its row there."""
     abandon_dead_runs(conn)
-    run_id = str(uuid.uuid4())
+    run_id = run_id or new_run_id()
     conn.execute(
         """INSERT INTO etl.runs (id, flow, tenant_slug, parameters, host, pid, pid_start)
-           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+           VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING""",
         (
             run_id,
             flow,
@@ -169,9 +177,9 @@ def record_ids(conn: psycopg.Connection, tenant: str, entity: str, pairs: list[t
 
 
 @task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
-def begin_run(tenant: str, parameters: dict) -> str:
+def begin_run(tenant: str, parameters: dict, run_id: str | None = None) -> str:
     with connect(target_dsn(), autocommit=True) as conn:
-        return start_run(conn, "migrate-tenant", tenant, parameters)
+        return start_run(conn, "migrate-tenant", tenant, parameters, run_id)
 
 
 @task(name="finish-run", cache_policy=NO_CACHE, **IO_RETRIES)

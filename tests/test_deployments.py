@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from core.identity import tenant_id
@@ -153,16 +154,29 @@ def test_dask_local_cluster_gives_the_same_rows(sample_dbs, pg_server, monkeypat
 
     monkeypatch.setattr(DaskTaskRunner, "submit", recording)
     dask = migrate_tenant.with_options(task_runner=runner)(tenant="pharma", batch_size=9)
-    # every batch went to the workers as a path and ids: no rows travel with a task
-    assert {name for name, _ in submitted} == {"embed-and-load"}
-    tables = {p["table"] for _, p in submitted}
+    # extract, normalize, embed and load ran on the workers, given paths and ids: no rows travel
+    # with a task (normalize also gets the parsed rule and label files: configuration)
+    by_name = {}
+    for name, params in submitted:
+        by_name.setdefault(name, []).append(params)
+    assert set(by_name) == {"extract", "normalize", "embed-and-load"}
+    read = set(threads["entities"]) - {"knowledge_chunks"}  # chunks are made from documents, not read
+    assert sorted(p["entity"] for p in by_name["extract"]) == sorted(read)
+    assert sorted(p["entity"] for p in by_name["normalize"]) == sorted(read)
+    for params in by_name["extract"]:
+        assert params["folder"].endswith("/extract") and isinstance(params["batch_size"], int)
+    for params in by_name["normalize"]:
+        assert isinstance(params["files"], PrefectFuture)  # the extract's result: its files' paths
+        assert len(pickle.dumps({k: v for k, v in params.items() if k != "files"})) < 64 * 1024
+    loads = by_name["embed-and-load"]
+    tables = {p["table"] for p in loads}
     loaded = {e for e, c in threads["entities"].items() if c["loaded"]}
     assert tables == loaded | {j for j, c in threads["junctions"].items() if c["rows"]}
-    for _, params in submitted:
+    for params in loads:
         assert all(isinstance(v, (str, int, ModelSpec)) or v is None for v in params.values()), params
         assert params["path"].endswith(f"/load/{params['table']}.{params['batch_no']}.parquet")
         assert len(pickle.dumps(params)) < 1024
-    assert len(submitted) > len(tables)  # batch_size=9: several batches for the larger tables
+    assert len(loads) > len(tables)  # batch_size=9: several batches for the larger tables
     assert dask["entities"] == threads["entities"]
     assert all(c["quarantined"] == 0 for e, c in dask["entities"].items() if e == "knowledge_domains")
     assert contents(other) == contents(sample_dbs["VITAL_TARGET_DSN"])

@@ -11,7 +11,7 @@ from test_bad_input import raw
 
 from tasks.normalize import SHAPES
 from tasks.normalize.base import normalize_frame
-from tasks.normalize.reuse import load_stage, save_stage, stage_key
+from tasks.normalize.reuse import load_stage, rows_digest, save_stage, stage_key
 from tasks.normalize.rules import load_rules
 from tasks.normalize.tenancy import LabelFile
 
@@ -27,11 +27,11 @@ def test_a_stored_stage_comes_back_equal_and_only_for_the_same_inputs(tmp_path, 
     rules, frame = load_rules(), raw(TOOLS)
     first = normalize_frame("tools", frame, rules, SHAPES["tools"])
     assert first.rejects.height == 1  # the duplicate: rejects are kept too
-    key = stage_key("tools", frame, rules, None)
+    key = stage_key("tools", rows_digest(frame), rules, None)
     assert load_stage("tools", key) is None
     save_stage("tools", key, first)
 
-    again = load_stage("tools", stage_key("tools", frame, rules, None))
+    again = load_stage("tools", stage_key("tools", rows_digest(frame), rules, None))
     assert again is not None
     assert_frame_equal(again.rows, first.rows)
     assert_frame_equal(again.rejects, first.rejects)
@@ -42,21 +42,23 @@ def test_a_stored_stage_comes_back_equal_and_only_for_the_same_inputs(tmp_path, 
     other_rules = dataclasses.replace(rules, fingerprint="0" * 64)
     labels = LabelFile({"pubmed": ["pharma"]}, {}, "labels.csv")
     for changed in (
-        stage_key("tools", edited, rules, None),  # one value of one row
-        stage_key("tools", frame.with_columns(pl.col("_row") + 1), rules, None),  # where the rows came from
-        stage_key("tools", frame, other_rules, None),  # a rule file
-        stage_key("tools", frame, rules, labels),  # a tenant-label file
-        stage_key("agents", frame, rules, None),  # another entity
+        stage_key("tools", rows_digest(edited), rules, None),  # one value of one row
+        stage_key(
+            "tools", rows_digest(frame.with_columns(pl.col("_row") + 1)), rules, None
+        ),  # where the rows came from
+        stage_key("tools", rows_digest(frame), other_rules, None),  # a rule file
+        stage_key("tools", rows_digest(frame), rules, labels),  # a tenant-label file
+        stage_key("agents", rows_digest(frame), rules, None),  # another entity
     ):
         assert changed != key and load_stage("tools", changed) is None
     # rules built in code, not read from files, have no fingerprint: never reused
-    assert stage_key("tools", frame, dataclasses.replace(rules, fingerprint=""), None) is None
+    assert stage_key("tools", rows_digest(frame), dataclasses.replace(rules, fingerprint=""), None) is None
 
 
 def test_a_damaged_stored_stage_is_normalized_again_not_trusted(tmp_path, monkeypatch):
     monkeypatch.setenv("VITAL_HOME", str(tmp_path))
     rules, frame = load_rules(), raw(TOOLS)
-    key = stage_key("tools", frame, rules, None)
+    key = stage_key("tools", rows_digest(frame), rules, None)
     save_stage("tools", key, normalize_frame("tools", frame, rules, SHAPES["tools"]))
     (tmp_path / "stages" / "normalize" / "tools" / key / "rows.parquet").write_bytes(b"not parquet")
     assert load_stage("tools", key) is None
@@ -76,3 +78,7 @@ def test_rows_shaped_in_pieces_give_the_same_frame_as_all_at_once(monkeypatch):
     assert_frame_equal(pieces.rows, whole.rows)
     assert_frame_equal(pieces.rejects, whole.rejects)  # duplicate slugs across pieces still found
     assert whole.rejects.height == 4
+    batches = normalize_frame("tools", raw(records).iter_slices(3), rules, SHAPES["tools"])  # read batch by batch
+    assert_frame_equal(batches.rows, whole.rows)
+    assert_frame_equal(batches.rejects, whole.rejects)
+    assert batches.read == whole.read == 11

@@ -1,6 +1,7 @@
 """Normalizers: one pure shape function per entity of the catalogue (frames in, frames out via
 base.normalize_frame), and the normalize task that applies them."""
 
+import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -31,16 +32,17 @@ SHAPES = {
 
 
 @task(name="normalize", task_run_name="normalize-{entity}", cache_policy=NO_CACHE)
-def normalize(entity: str, frame, rules, labels: dict, keep: bool = False) -> Normalized:
-    """The entity's raw frame -> valid rows, junction links and rejects. The shaping is pure; its
-    result is read back instead when the same inputs were normalized before (reuse.py), and
-    stored for the next run when `keep` (never in a dry run or plan: they write nothing)."""
-    key = stage_key(entity, frame, rules, labels.get(entity))
+def normalize(entity: str, files, rules, labels, keep: bool = False) -> Normalized:
+    """The entity's extracted batch files (tasks/extract.py ExtractedFiles) -> valid rows,
+    junction links and rejects. The shaping is pure; its result is read back instead when the
+    same inputs were normalized before (reuse.py), and stored for the next run when `keep`
+    (never in a dry run or plan: they write nothing). labels: the entity's tenant-label file."""
+    key = stage_key(entity, files.digest, rules, labels)
     reused = load_stage(entity, key)
     if reused is not None:
         get_run_logger().info("%s: inputs unchanged since a stored normalize stage; reused it", entity)
         return reused
-    out = normalize_frame(entity, frame, rules, SHAPES[entity], labels=labels.get(entity))
+    out = normalize_frame(entity, (pl.read_parquet(p) for p in files.paths), rules, SHAPES[entity], labels=labels)
     if keep:
         save_stage(entity, key, out)
     return out

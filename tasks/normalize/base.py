@@ -14,7 +14,7 @@ around that (dedupe, tenant split, link explosion and resolution) is Polars.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -230,7 +230,7 @@ ROWS_PER_FRAME = 5000
 
 def normalize_frame(
     entity: str,
-    raw: pl.DataFrame,
+    raw: pl.DataFrame | Iterable[pl.DataFrame],
     rules: Rules,
     shape: Callable[[Rec, Rules], dict],
     *,
@@ -238,13 +238,16 @@ def normalize_frame(
 ) -> Normalized:
     """Shape every row. A row's dict may carry `_links` ({junction: [link(...) or (a_ref, b_ref,
     kind)]}), `_codes` (exact identifiers by which links name it: slug, code, legacy ids),
-    `_aliases` (its names) and `_etl` (decisions for metadata._etl)."""
+    `_aliases` (its names) and `_etl` (decisions for metadata._etl).
+
+    raw: one frame, or the entity's batches one after the other (read lazily: only one raw
+    batch and at most ROWS_PER_FRAME shaped dicts are in memory at a time)."""
     labels = labels if isinstance(labels, LabelFile) else LabelFile(dict(labels or {}))
-    tenancy = assign_tenants(entity, raw, rules, labels.tenants)
     label_key = getattr(rules.tenancy.get(entity), "label_key", None)
-    rows, rejects, links, labelled, frames = [], [], {}, set(), []
-    for i, (raw_row, (tenants, rule, problem)) in enumerate(zip(raw.iter_rows(named=True), tenancy)):
-        if i and not i % ROWS_PER_FRAME and rows:  # bounded: at most this many row dicts at a time
+    rows, rejects, links, labelled, frames, read = [], [], {}, set(), [], 0
+    for raw_row, (tenants, rule, problem) in _tenanted_rows(entity, raw, rules, labels):
+        read += 1
+        if len(rows) >= ROWS_PER_FRAME:  # bounded: at most this many row dicts at a time
             frames.append(pl.DataFrame(rows, infer_schema_length=None))
             rows = []
         label_row = None
@@ -304,8 +307,14 @@ def normalize_frame(
         for j, v in links.items()
     }
     return Normalized(
-        entity, frame, link_frames, pl.DataFrame(rejects, schema=REJECT_SCHEMA), findings=findings, read=raw.height
+        entity, frame, link_frames, pl.DataFrame(rejects, schema=REJECT_SCHEMA), findings=findings, read=read
     )
+
+
+def _tenanted_rows(entity: str, raw, rules: Rules, labels: LabelFile):
+    """(row, its tenant assignment) over every batch of raw."""
+    for piece in [raw] if isinstance(raw, pl.DataFrame) else raw:
+        yield from zip(piece.iter_rows(named=True), assign_tenants(entity, piece, rules, labels.tenants))
 
 
 def inherit_parent_tenants(entity: str, frame: pl.DataFrame, ref_col: str, findings: list[str]) -> pl.DataFrame:
@@ -371,8 +380,8 @@ def _reject(raw_row: dict, key: str | None, reason: str, tenants: list[str]) -> 
 
 def _split_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
     """Keep the first row of each natural key (manifest order = precedence); report the rest."""
-    if frame.height == 0:
-        return frame, []
+    if frame.height == 0 or frame["legacy_key"].is_first_distinct().all():
+        return frame, []  # the usual case, without copying the frame
     numbered = frame.with_row_index("_i")
     first = numbered.group_by("legacy_key", maintain_order=True).agg(
         pl.col("_i").first().alias("_first"),

@@ -94,7 +94,8 @@ def slice_tenant(
 ) -> TenantSlice:
     entities: dict[str, EntitySlice] = {}
     for entity, n in normalized.items():
-        mine = n.rows.filter(pl.col("tenants").list.contains(tenant.slug)) if n.rows.height else n.rows
+        ours = n.rows["tenants"].list.contains(tenant.slug) if n.rows.height else None
+        mine = n.rows if ours is None or ours.all() else n.rows.filter(ours)  # all ours: no copy
         mine = mine.with_columns(
             pl.Series("id", _ids(tenant, entity, mine["legacy_key"].to_list()), dtype=pl.Utf8),
             pl.lit(str(tenant.id)).alias("tenant_id"),

@@ -35,14 +35,34 @@ def _code_hash() -> str:
     return digest.hexdigest()
 
 
-def stage_key(entity: str, frame: pl.DataFrame, rules: Rules, labels) -> str | None:
-    """The hash of everything normalize reads, or None when the rules' files are unknown."""
+class RowDigest:
+    """A hash of an entity's extracted rows, batch by batch as they are read: each batch's column
+    types and two 64-bit hashes per row (128 bits). Equal digests: the same rows in the same order."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def add(self, frame: pl.DataFrame) -> None:
+        self._digest.update(json.dumps(list(frame.schema.items()), default=str).encode())
+        for seed in (0, 1):
+            self._digest.update(frame.hash_rows(seed=seed).to_numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def rows_digest(frame: pl.DataFrame) -> str:
+    d = RowDigest()
+    d.add(frame)
+    return d.hexdigest()
+
+
+def stage_key(entity: str, rows: str, rules: Rules, labels) -> str | None:
+    """The hash of everything normalize reads (rows: the extracted rows' RowDigest), or None
+    when the rules' files are unknown."""
     if not rules.fingerprint:
         return None
-    digest = hashlib.sha256(f"{entity}\n{rules.fingerprint}\n{_code_hash()}\n".encode())
-    digest.update(json.dumps(list(frame.schema.items()), default=str).encode())
-    for seed in (0, 1):  # two 64-bit row hashes: 128 bits per row
-        digest.update(frame.hash_rows(seed=seed).to_numpy().tobytes())
+    digest = hashlib.sha256(f"{entity}\n{rules.fingerprint}\n{_code_hash()}\n{rows}\n".encode())
     digest.update(json.dumps(asdict(labels) if labels else None, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 
