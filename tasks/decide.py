@@ -11,7 +11,10 @@
 
 `decide_slice` is the whole step without I/O: vectors come from a function (texts -> vectors),
 so the quality bench runs exactly what the flow runs. The task `decide_tenant` gives it the
-embedding cache (or, for a dry run, the model directly) and the override files.
+embedding cache (or, for a dry run, the model directly), the override files, and the area
+columns the target already holds: a decision that did not change keeps its recorded confidence
+and evidence while only the model's numbers moved (rules/decisions.yaml `keep_recorded_within`),
+so a re-run writes only the rows that changed.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.catalogue import junction as junction_of
-from core.errors import ConfigError
+from core.errors import ConfigError, ConnectionFailed
 from core.settings import RULES_DIR
 from core.yamlfile import read_yaml
 from tasks.embed import TEMPLATES, content_sha256, persona_text
 from tasks.embed import row_metadata as _meta
 from tasks.links import LinkRule, load_link_rules, name_overlap, rank_links, title_key, title_parts
+from tasks.normalize.areas import COLUMNS as AREA_COLUMNS
 from tasks.normalize.areas import AreaClassifier, ModelView, decide_area, summary_text
 from tasks.normalize.resolve import TenantSlice
 from tasks.normalize.rules import Rules
@@ -71,26 +75,34 @@ CONFIDENCE_KEYS = (
 
 @dataclass(frozen=True)
 class DecisionRules:
-    """rules/decisions.yaml: the review threshold and the confidence of non-area decisions."""
+    """rules/decisions.yaml: the review threshold, the confidence of non-area decisions, and how
+    far a re-run's numbers may move before a recorded area decision is rewritten."""
 
     review_below: float
     confidence: dict[str, float]
+    keep_recorded_within: float = 0.0
 
 
 def load_decision_rules(path=None) -> DecisionRules:
     path = Path(path) if path else RULES_DIR / "decisions.yaml"
     data = read_yaml(path, "decision rules") or {}
-    below = data.get("review_below")
+    below, within = data.get("review_below"), data.get("keep_recorded_within")
     conf = {k: v for k, v in (data.get("confidence") or {}).items()}
-    bad = [k for k in CONFIDENCE_KEYS if not isinstance(conf.get(k), (int, float)) or not 0 <= conf[k] <= 1]
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+
+    bad = [k for k, v in (("review_below", below), ("keep_recorded_within", within)) if not number(v)]
+    bad += [f"confidence.{k}" for k in CONFIDENCE_KEYS if not number(conf.get(k))]
     unknown = sorted(set(conf) - set(CONFIDENCE_KEYS))
-    if not isinstance(below, (int, float)) or not 0 <= below <= 1 or bad or unknown:
+    if bad or unknown:
         raise ConfigError(
-            f"{path}: needs review_below and confidence.{{{', '.join(CONFIDENCE_KEYS)}}}, each a number in 0..1"
+            f"{path}: needs review_below, keep_recorded_within and confidence.{{{', '.join(CONFIDENCE_KEYS)}}}, "
+            "each a number in 0..1"
             + (f"; wrong or missing: {', '.join(bad)}" if bad else "")
             + (f"; unknown: {', '.join(unknown)}" if unknown else "")
         )
-    return DecisionRules(float(below), {k: float(v) for k, v in conf.items()})
+    return DecisionRules(float(below), {k: float(v) for k, v in conf.items()}, float(within))
 
 
 def _items(value) -> list[str]:
@@ -166,6 +178,47 @@ LINK_TEXTS: dict[str, Callable[[dict], str]] = {
 }
 
 
+class _Reads(dict):
+    """A row without values that notes the columns a function reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return default
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return None
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return False
+
+
+def decide_columns(entity: str, columns: list[str], rules: Rules) -> list[str]:
+    """The columns of `entity` that deciding reads, in frame order: only they become Python
+    dicts (~2 kB a row for all of a prompt's columns). Derived from what reads them: ids and
+    names, the area columns, the keyword rules' fields (rules/functional_areas.yaml), the
+    boilerplate fields, and the columns the model's views and the links' texts and titles read
+    (each function run once on an empty row that notes them; one that fails: every column)."""
+    want = {"id", "legacy_key", "name", *AREA_COLUMNS, *rules.areas.fields.get(entity, ())}
+    want |= set(BOILERPLATE_FIELDS.get(entity, ()))
+    readers = [fn for _, fn in VIEWS.get(entity, ())]
+    if entity in LINK_TEXTS:
+        readers += [LINK_TEXTS[entity], _plain_name, _display_name, _persona_titles, _meta]
+    for fn in readers:
+        probe = _Reads()
+        try:
+            fn(probe)
+        except Exception:
+            return list(columns)
+        want |= probe.read
+    return [c for c in columns if c in want]
+
+
 @dataclass
 class Decision:
     """One thing vital-etl decided rather than read, as the review lists it."""
@@ -207,6 +260,7 @@ class Decided:
     review_below: float = 0.7
     links: dict[str, dict[str, int]] = field(default_factory=dict)  # junction -> mapping_source -> rows
     complete_links: tuple[str, ...] = ()  # junctions whose both ends this run decided
+    kept_recorded: int = 0  # area rows that kept the confidence and evidence the target holds
 
     def summary(self) -> dict:
         by_kind: dict[str, int] = {}
@@ -239,14 +293,21 @@ def decide_slice(
     link_rules: dict[str, LinkRule] | None = None,
     decision_rules: DecisionRules | None = None,
     overrides: Overrides | None = None,
+    recorded: dict[str, dict[str, dict]] | None = None,
 ) -> Decided:
     """Decide areas and links of the slice in place (its rows' area columns, its junction
-    frames), apply the overrides, and return every decision with its evidence."""
+    frames), apply the overrides, and return every decision with its evidence. recorded: the
+    area columns the target already holds (entity -> id -> columns, `read_recorded_areas`): an
+    unchanged decision keeps them (`keep_recorded`)."""
     link_rules = link_rules if link_rules is not None else load_link_rules()
     dr = decision_rules or load_decision_rules()
     overrides = overrides or Overrides(part.tenant.slug)
     out = Decided(part.tenant.slug, review_below=dr.review_below)
-    rows = {e: part.entities[e].rows.to_dicts() for e in AREA_ORDER if e in part.entities}
+    rows = {}
+    for e in AREA_ORDER:
+        if e in part.entities:
+            frame = part.entities[e].rows
+            rows[e] = frame.select(decide_columns(e, frame.columns, rules)).to_dicts()
     for entity, fields in BOILERPLATE_FIELDS.items():
         strip_boilerplate(rows.get(entity, []), fields)  # copies: only the area columns go back
     by_id = {e: {r["id"]: r for r in rs} for e, rs in rows.items()}
@@ -262,6 +323,7 @@ def decide_slice(
             view = ModelView(s, model.labels) if s is not None else None
             r["_model_area"], _, r["_model_margin"] = view.top() if view else (None, 0.0, 0.0)
             _decide_row(entity, r, part, by_id, rules, overrides, view)
+        out.kept_recorded += keep_recorded(rows[entity], (recorded or {}).get(entity, {}), dr.keep_recorded_within)
         _write_areas(part, entity, rows[entity])
         out.decisions += _area_decisions(entity, rows[entity], overrides)
     out.decisions += _tenant_decisions(part, overrides, dr, len(rules.tenants.tenants))
@@ -401,6 +463,46 @@ def _area_decisions(entity: str, rows: list[dict], overrides: Overrides) -> list
             )
         )
     return out
+
+
+def numbers_within(new, recorded, tolerance: float) -> bool:
+    """Whether two JSON values differ at most in their numbers, each by at most `tolerance`:
+    the same keys, list lengths, strings, booleans and nulls."""
+    if isinstance(new, bool) or isinstance(recorded, bool):
+        return type(new) is type(recorded) and new == recorded
+    if isinstance(new, (int, float)) and isinstance(recorded, (int, float)):
+        return abs(new - recorded) <= tolerance + 1e-9  # numbers are rounded: 0.816 - 0.796 is 0.02
+    if isinstance(new, dict) and isinstance(recorded, dict):
+        return new.keys() == recorded.keys() and all(numbers_within(new[k], recorded[k], tolerance) for k in new)
+    if isinstance(new, list) and isinstance(recorded, list):
+        return len(new) == len(recorded) and all(numbers_within(a, b, tolerance) for a, b in zip(new, recorded))
+    return type(new) is type(recorded) and new == recorded
+
+
+def keep_recorded(rows: list[dict], recorded: dict[str, dict], tolerance: float) -> int:
+    """Decided rows (in place) whose area and source are those the target holds for their id,
+    and whose confidence and evidence differ from the recorded ones only in numbers, by at most
+    `tolerance`, take the recorded confidence and evidence back. The area model is fit on the
+    tenant's whole corpus, so one changed text moves every row's scores a little; without this
+    a re-run rewrites rows whose decision did not change. An override is never replaced: it is
+    what the reviewer says now. Returns how many rows kept theirs."""
+    kept = 0
+    for r in rows:
+        was = recorded.get(r["id"])
+        if was is None or r["functional_area_source"] == "override":
+            continue
+        if any(r[c] != was[c] for c in ("functional_area", "functional_area_source")):
+            continue
+        old = was["functional_area_evidence"]
+        if numbers_within(
+            [r["functional_area_confidence"], json.loads(r["functional_area_evidence"])],
+            [was["functional_area_confidence"], json.loads(old) if old else None],
+            tolerance,
+        ):
+            r["functional_area_confidence"] = was["functional_area_confidence"]
+            r["functional_area_evidence"] = old
+            kept += 1
+    return kept
 
 
 def _tenant_decisions(part: TenantSlice, overrides: Overrides, dr: DecisionRules, n_tenants: int) -> list[Decision]:
@@ -884,6 +986,64 @@ def cached_vectors(dry_run: bool) -> Vectors:
     return vectors
 
 
+def read_recorded_areas(conn, tenant_id: str, entities: list[str]) -> dict[str, dict[str, dict]]:
+    """The area columns the target holds for the tenant's rows: entity -> id -> columns, as
+    the slice holds them (confidence rounded as decided, evidence as sorted JSON text). A table
+    or column the target lacks gives nothing (a target not bootstrapped yet). Reads only."""
+    from psycopg import sql
+
+    have: dict[str, set[str]] = {}
+    for table, column in conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+        (list(entities),),
+    ):
+        have.setdefault(table, set()).add(column)
+    out: dict[str, dict[str, dict]] = {}
+    for entity in entities:
+        if not {"id", "tenant_id", *AREA_COLUMNS} <= have.get(entity, set()):
+            continue
+        query = sql.SQL(
+            "SELECT id::text, functional_area::text, functional_area_source::text, functional_area_confidence, "
+            "functional_area_evidence FROM {} WHERE tenant_id = %s"
+        ).format(sql.Identifier(entity))
+        out[entity] = {
+            i: {
+                "functional_area": area,
+                "functional_area_source": source,
+                "functional_area_confidence": None if conf is None else round(float(conf), 3),
+                "functional_area_evidence": None
+                if ev is None
+                else json.dumps(json.loads(ev) if isinstance(ev, str) else ev, ensure_ascii=False, sort_keys=True),
+            }
+            for i, area, source, conf, ev in conn.execute(query, (tenant_id,))
+        }
+    return out
+
+
+def recorded_areas(part: TenantSlice, dry_run: bool) -> dict[str, dict[str, dict]]:
+    """`read_recorded_areas` for the slice's tenant from the target. A dry run writes nothing,
+    so it never creates the embedded target database, and a target it cannot reach has
+    recorded nothing."""
+    import psycopg
+
+    from core.connections import TARGET_DB, connect, embedded_uri, target_dsn, uses_embedded
+
+    entities = [e for e in AREA_ORDER if e in part.entities]
+    if not entities:
+        return {}
+    try:
+        dsn = embedded_uri(TARGET_DB) if dry_run and uses_embedded() else target_dsn()
+        if dsn is None:
+            return {}
+        with connect(dsn, attempts=1 if dry_run else None, autocommit=True) as conn:
+            return read_recorded_areas(conn, str(part.tenant.id), entities)
+    except (ConfigError, ConnectionFailed, psycopg.Error):
+        if dry_run:
+            return {}
+        raise
+
+
 @task(name="decide", task_run_name="decide-{part.tenant.slug}", cache_policy=NO_CACHE)
 def decide_tenant(
     part: TenantSlice, rules: Rules, dry_run: bool = False, model: bool = True, plan: bool = False
@@ -899,7 +1059,9 @@ def decide_tenant(
         vectors = plan_vectors()
     else:
         vectors = cached_vectors(dry_run)
-    decided = decide_slice(part, rules, vectors, overrides=load_overrides(part.tenant.slug))
+    decided = decide_slice(
+        part, rules, vectors, overrides=load_overrides(part.tenant.slug), recorded=recorded_areas(part, dry_run)
+    )
     s = decided.summary()
     part.findings.append(
         f"decisions: {s['decisions']} made by vital-etl ({', '.join(f'{k} {n}' for k, n in s['by_kind'].items())}); "
@@ -907,5 +1069,10 @@ def decide_tenant(
         f"(vital-etl review export --tenant {part.tenant.slug})"
     )
     part.findings += [f"rules/overrides/: {x}" for x in decided.stale_overrides]
-    get_run_logger().info("decide %s: %s", part.tenant.slug, s)
+    get_run_logger().info(
+        "decide %s: %s; %d area rows kept the confidence and evidence the target holds",
+        part.tenant.slug,
+        s,
+        decided.kept_recorded,
+    )
     return decided

@@ -73,7 +73,7 @@ def test_every_migrate_parameter_is_documented():
 def test_every_rule_file_key_is_documented():
     files = {
         "functional_areas.yaml": ["explicit", "fields", "areas", "descriptions", "model", "confidence", "default"],
-        "decisions.yaml": ["review_below", "confidence"],
+        "decisions.yaml": ["review_below", "keep_recorded_within", "confidence"],
         "embedding.yaml": ["gate"],
         "prune.yaml": ["max_delete_ratio"],
     }
