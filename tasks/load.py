@@ -18,6 +18,10 @@
   the batch's own transaction), computed once per load over the frame's columns: a row whose hash
   is unchanged, which the target still holds, and whose vector presence in the target matches the
   cache, is not sent at all, and a batch of such rows writes nothing.
+- mark_unchanged does that check before a batch is written as a file (and, for a table without
+  row hashes, junctions, compares the rows with the target's own): a batch of only unchanged rows
+  gets no file, and the file of one that has changed rows carries the hashes and marks, so the
+  loader neither hashes nor queries again.
 - Errors are classified by SQLSTATE (core/retry.py). Transient ones (08 connection, 40
   serialization/deadlock, 57P01-03 shutdown) retry the batch on a new connection (tenacity).
   A batch that fails for a data reason (22, 23, 54, P0001) is bisected, never retried, until
@@ -53,6 +57,7 @@ SKIP_UPDATE = {"id", "created_at", "updated_at"}
 POS = "__vital_pos"  # internal columns of a load: each row's position in what was given, its hash
 HASH = "vital_hash"  # (also the staging table's column: no target has it)
 STAGE = "vital_stage"
+UNCHANGED = "vital_unchanged"  # a batch file's column: the row need not be sent (mark_unchanged)
 
 
 class Untypable(ValueError):
@@ -501,12 +506,13 @@ def _upsert(spec: TableSpec, columns: list[str], source: sql.Composable) -> sql.
     )
 
 
-def _source(plan: _Plan) -> sql.Composed:
+def _source(plan: _Plan, position: bool = False) -> sql.Composed:
     """The staged rows as the target takes them: a NOT NULL column's default for NULL, the vector
-    from etl.embedding_cache (read here, once per batch, in the database), deleted_at NULL."""
+    from etl.embedding_cache (read here, once per batch, in the database), deleted_at NULL.
+    position: also the staging table's text column (where _same_in_target keeps row positions)."""
     spec, ident = plan.spec, sql.Identifier
     items = [
-        sql.SQL("coalesce(s.{}, {})").format(ident(c), sql.SQL(spec.defaults[c]))
+        sql.SQL("coalesce(s.{}, {}) AS {}").format(ident(c), sql.SQL(spec.defaults[c]), ident(c))
         if c in spec.defaults
         else sql.SQL("s.{}").format(ident(c))
         for c in plan.staged
@@ -518,7 +524,9 @@ def _source(plan: _Plan) -> sql.Composed:
             " LEFT JOIN etl.embedding_cache c ON c.model = s.embedding_model AND c.content_sha256 = s.content_sha256"
         )
     if "deleted_at" in spec.types:
-        items.append(sql.SQL("NULL::{}").format(sql.SQL(spec.types["deleted_at"])))
+        items.append(sql.SQL("NULL::{} AS deleted_at").format(sql.SQL(spec.types["deleted_at"])))
+    if position:
+        items.append(sql.SQL("s.{}").format(ident(HASH)))
     return sql.SQL("SELECT {} FROM {} s{}").format(sql.SQL(", ").join(items), ident(STAGE), join)
 
 
@@ -640,9 +648,10 @@ def _array(s: pl.Series) -> str:
     return "{" + pl.select(pl.when(s.is_null()).then(pl.lit("NULL")).otherwise(quoted).str.join(",")).item() + "}"
 
 
-def _unchanged(conn: psycopg.Connection, plan: _Plan, frame: pl.DataFrame) -> set[int]:
+def _unchanged(conn: psycopg.Connection, plan: _Plan, frame: pl.DataFrame, cached: bool = False) -> set[int]:
     """The positions of rows whose hash equals the last load's, that the target still holds, and
-    whose vector there matches the cache (one held there, or none)."""
+    whose vector there matches the cache (one held there, or none). cached: and whose vector is
+    in the cache (nothing for the embed step to do)."""
     ids = _as_text(frame["id"])
     ok = ids.str.contains(UUID_RE).fill_null(False)  # a malformed id is sent, and refused there
     if not ok.any():
@@ -658,6 +667,8 @@ def _unchanged(conn: psycopg.Connection, plan: _Plan, frame: pl.DataFrame) -> se
             """ WHERE (t.embedding IS NOT NULL) = EXISTS (SELECT FROM etl.embedding_cache c
                 WHERE c.model = k.model AND c.content_sha256 = k.sha)"""
         )
+        if cached:
+            where += sql.SQL(" AND t.embedding IS NOT NULL")
     visible = sql.SQL(" AND t.deleted_at IS NULL") if "deleted_at" in plan.spec.types else sql.SQL("")
     query = sql.SQL(
         """SELECT k.pos FROM {}) AS k(id, h, pos{})
@@ -712,26 +723,63 @@ def _plan(conn: psycopg.Connection, spec: TableSpec, frame: pl.DataFrame, tenant
     return _Plan(spec, staged, not _has_tenant_rows(conn, spec, frame), tenant, hashed, vector, zone)
 
 
-def all_unchanged(conn: psycopg.Connection, table: str, frame: pl.DataFrame, tenant: str, vectors: bool) -> bool:
-    """Whether load_frame would send none of the frame's rows: each one's hash, presence and
-    vector are what the last load left (the same check as the loader's). vectors: also every
-    row's vector must be in etl.embedding_cache already (nothing for the embed step to do)."""
-    spec = table_spec(conn, table)
-    frame = _one_row_per_key(frame.with_row_index(POS), spec.key)
-    plan = _plan(conn, spec, frame, tenant)
-    if frame.height == 0 or not plan.hashed or plan.direct:
-        return False
-    frame = frame.with_columns(pl.Series(HASH, frame_hashes(frame, plan.staged), dtype=pl.Utf8))
-    if len(_unchanged(conn, plan, frame)) < frame.height:
-        return False
-    if not (vectors and plan.vector):
-        return True
-    cached = conn.execute(
-        """SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS k(model, sha)
-           WHERE EXISTS (SELECT FROM etl.embedding_cache c WHERE c.model = k.model AND c.content_sha256 = k.sha)""",
-        (frame["embedding_model"].to_list(), frame["content_sha256"].to_list()),
-    ).fetchone()[0]
-    return cached == frame.height
+def mark_unchanged(
+    conn: psycopg.Connection,
+    table: str,
+    frame: pl.DataFrame,
+    tenant: str,
+    vectors: bool,
+    spec: TableSpec | None = None,
+) -> pl.DataFrame:
+    """The frame with what load_frame would otherwise work out itself, found once, before the
+    batch is written: each row's hash (HASH, where rows are hashed) and UNCHANGED, True where the
+    loader need not send the row. With row hashes, that is the loader's own check (hash, presence,
+    vector); without (junction tables), the target holds the row with the values the upsert would
+    write. vectors: the run embeds, so the row's vector must also be in etl.embedding_cache.
+    The frame as given where there is nothing to compare with (no row of the tenant in the table
+    yet): the loader decides then. A batch whose rows are all UNCHANGED need not be loaded."""
+    spec = spec or table_spec(conn, table)
+    given = frame.with_row_index(POS)
+    plan = _plan(conn, spec, given, tenant)
+    if frame.height == 0 or plan.direct:
+        return frame
+    if plan.hashed:
+        given = given.with_columns(pl.Series(HASH, frame_hashes(given, plan.staged), dtype=pl.Utf8))
+        same = _unchanged(conn, plan, _one_row_per_key(given, spec.key), cached=vectors)
+    elif spec.key and all(k in plan.staged for k in spec.key):
+        same = _same_in_target(conn, plan, _one_row_per_key(given, spec.key))
+    else:
+        return frame
+    marks = given[POS].is_in(list(same)).alias(UNCHANGED)
+    return given.with_columns(marks).drop(POS)
+
+
+def _same_in_target(conn: psycopg.Connection, plan: _Plan, frame: pl.DataFrame) -> set[int]:
+    """The positions of rows the target holds as the upsert would leave them: a row with the same
+    key whose other columns are not distinct from what the upsert would write. The rows are staged
+    as a load stages them (the staging table's text column carries each row's position), in a
+    transaction rolled back at the end. A value the database refuses: none known unchanged."""
+    batch = _prepare_batch(plan, frame.with_columns(pl.col(POS).cast(pl.Utf8).alias(HASH)))
+    ident = sql.Identifier
+    update = [c for c in plan.columns if c not in SKIP_UPDATE and c not in plan.spec.key]
+    on = sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(ident(k), ident(k)) for k in plan.spec.key)
+    same = sql.SQL("")
+    if update:
+        same = sql.SQL(" WHERE ({}) IS NOT DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(ident(c)) for c in update),
+            sql.SQL(", ").join(sql.SQL("s.{}").format(ident(c)) for c in update),
+        )
+    query = sql.SQL("SELECT s.{}::bigint FROM ({}) s JOIN {} t ON {}{}").format(
+        ident(HASH), _source(plan, position=True), ident(plan.spec.name), on, same
+    )
+    try:
+        with conn.transaction(force_rollback=True), conn.cursor() as cur:
+            _stage(cur, plan, batch)
+            return {p for (p,) in cur.execute(query)}
+    except psycopg.Error as exc:
+        if is_data_error(exc):
+            return set()
+        raise
 
 
 # -- the entry points
@@ -745,11 +793,14 @@ def load_frame(
     tenant: str | None = None,
     on_batch: Callable[[psycopg.Connection], None] | None = None,
     attempts: int = 4,
+    conn: psycopg.Connection | None = None,
 ) -> LoadResult:
     """Load `frame` into `table`: its target columns with Polars dtypes (`metadata` JSON text);
     other columns are ignored, and those starting with `_` (`_source`, `_row`, ...) come back
     with a failed row. With `tenant` (its slug), rows are hashed and those unchanged since the
-    last load are not sent."""
+    last load are not sent; a frame that mark_unchanged has marked (HASH, UNCHANGED columns) is
+    taken as marked. conn: a connection to load on (left open; one that breaks is replaced by
+    the loader's own)."""
     if frame.height == 0:
         return LoadResult(table)
     given = frame.with_row_index(POS)
@@ -759,10 +810,11 @@ def load_frame(
 
     def row_of(pos: int) -> dict:
         row = given.row(pos, named=True)
-        del row[POS]
+        for internal in (POS, HASH, UNCHANGED):
+            row.pop(internal, None)
         return row
 
-    return _load(dsn, table, prepare, frame.height, row_of, batch_size, tenant, on_batch, attempts)
+    return _load(dsn, table, prepare, frame.height, row_of, batch_size, tenant, on_batch, attempts, conn)
 
 
 def load_rows(
@@ -817,23 +869,36 @@ def _load(
     tenant: str | None,
     on_batch: Callable | None,
     attempts: int,
+    lent: psycopg.Connection | None = None,
 ) -> LoadResult:
     result = LoadResult(table)
     conn_box: dict = {}
 
+    def binary_bytes(c: psycopg.Connection) -> psycopg.Connection:
+        # bytes made here (uuid, jsonb) by oid: psycopg's own bytes dumper (C), not the DB-API one
+        c.adapters.register_dumper(bytes, c.adapters.get_dumper(bytes, PyFormat.BINARY))
+        return c
+
+    if lent is not None and not (lent.closed or lent.broken):
+        conn_box["c"] = binary_bytes(lent)
+
     def conn() -> psycopg.Connection:
         if conn_box.get("c") is None or conn_box["c"].closed or conn_box["c"].broken:
-            conn_box["c"] = c = connect(dsn, autocommit=True, application_name="vital-etl-loader")
-            # bytes made here (uuid, jsonb) by oid: psycopg's own bytes dumper (C), not the DB-API one
-            c.adapters.register_dumper(bytes, c.adapters.get_dumper(bytes, PyFormat.BINARY))
+            conn_box["c"] = binary_bytes(connect(dsn, autocommit=True, application_name="vital-etl-loader"))
         return conn_box["c"]
+
+    def close() -> None:
+        if conn_box.get("c") is not None and conn_box["c"] is not lent:
+            conn_box["c"].close()
 
     try:
         spec = table_spec(conn(), table)
         frame = prepare(spec)
         plan = _plan(conn(), spec, frame, tenant)
-        unchanged: set[int] = set()
-        if plan.hashed and not plan.direct:  # hashed once, here, to find the unchanged rows
+        unchanged: set[int] = set()  # none while the tenant has no row in the table, whatever a mark says
+        if not plan.direct and UNCHANGED in frame.columns:  # marked by mark_unchanged before the file was written
+            unchanged = set(frame.filter(pl.col(UNCHANGED))[POS].to_list())
+        elif not plan.direct and plan.hashed:  # hashed once, here, to find the unchanged rows
             frame = frame.with_columns(pl.Series(HASH, frame_hashes(frame, plan.staged), dtype=pl.Utf8))
             unchanged = _unchanged(conn(), plan, frame)
         result.unchanged = len(unchanged)
@@ -841,8 +906,7 @@ def _load(
         if unchanged:
             frame = frame.filter(~pl.col(POS).is_in(list(unchanged)))
     except BaseException:
-        if conn_box.get("c") is not None:
-            conn_box["c"].close()
+        close()
         raise
 
     def attempt(batch: _Batch) -> int:
@@ -901,8 +965,7 @@ def _load(
             raise TransientError(f"{table}: the database connection failed {attempts} times: {exc}") from None
         raise
     finally:
-        if conn_box.get("c") is not None:
-            conn_box["c"].close()
+        close()
     return result
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import polars as pl
+import psycopg
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.utilities.annotations import quote
 
 from core.catalogue import SELF_REFERENCES
 from core.connections import connect, target_dsn
@@ -19,7 +19,7 @@ from tasks.batches import BatchResult, BatchWriter, embed_and_load
 from tasks.chunk import chunk_documents
 from tasks.embed import tenant_texts
 from tasks.extract import extract
-from tasks.load import all_unchanged, parents_first
+from tasks.load import LoadResult, TableSpec, mark_unchanged, parents_first, table_spec
 from tasks.model import accepted_spec
 from tasks.normalize import normalize
 from tasks.normalize.base import Normalized
@@ -59,10 +59,11 @@ def load_tenant(
     part: TenantSlice, run_id: str, batch_size: int, complete: bool, embed_now: bool = True, pruning: bool = False
 ) -> dict:
     """Embed and load every entity of the slice, then its junction rows, batch files through
-    embed-and-load tasks (tasks/batches.py); quarantine rejects. complete: the run covers every
-    entity of the manifest, so rows the sources no longer have are counted (unless pruning: the
-    run removes them after the load). Junction rows this run would derive from the same sources
-    but no longer does are removed and counted (tasks/sync.py)."""
+    embed-and-load tasks (tasks/batches.py); quarantine rejects. A batch whose rows the target
+    holds as they are gets no file and no task. complete: the run covers every entity of the
+    manifest, so rows the sources no longer have are counted (unless pruning: the run removes
+    them after the load). Junction rows this run would derive from the same sources but no
+    longer does are removed and counted (tasks/sync.py)."""
     tenant = part.tenant
     # the configured backend when it passes the quality gate on this tenant's texts, else torch fp32
     spec, note = (
@@ -76,81 +77,89 @@ def load_tenant(
     refused: list[dict] = []
     findings: list[str] = []
     junctions = {}
+    with _Target() as db:
+        specs: dict[str, TableSpec] = {}
 
-    def unchanged(table: str, vectors: bool):
-        """A batch whose every row the last load left as it is (and, embedding now, whose
-        vectors are cached) is neither written as a file nor given a task."""
-        return lambda frame: _db(all_unchanged, table, frame, tenant.slug, vectors)
+        def unchanged(table: str, vectors: bool):
+            """Marks the rows the last load left as they are (and, embedding now, whose vectors
+            are cached): a batch of only such rows is neither written as a file nor given a task."""
 
-    for entity, s in part.entities.items():
-        # one batch of dicts at a time: written as files, then loaded by tasks that read them
-        tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
-        writers = {t: BatchWriter(run_id, t, batch_size, unchanged(t, embed_now)) for t in tables}
-        ids: dict[str, dict[str, tuple[str | None, str | None]]] = {t: {} for t in tables}
-        for rows in _row_batches(entity, s.rows, batch_size):
-            made = {entity: rows}
-            if entity == "knowledge_documents":
-                made["knowledge_chunks"] = chunk_documents(rows, str(tenant.id))
-            for table, table_rows in made.items():
-                writers[table].write(table_rows, with_hashes(table, table_rows, spec.model_id))
-                ids[table].update({r["id"]: (r.get("_source"), r.get("legacy_key")) for r in table_rows})
-        for table in tables:
-            result = _load_files(table, tenant.slug, run_id, writers[table].paths, spec if embed_now else None)
-            result.loaded += writers[table].skipped_rows
-            result.unchanged += writers[table].skipped_rows
-            result.reused += writers[table].skipped_texts if embed_now else 0
-            rejects = (
-                [
-                    (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
-                    for q in s.quarantined.iter_rows(named=True)
-                ]
-                if table == entity
-                else []
-            )
-            _db(quarantine, run_id, tenant.slug, table, rejects)
-            refused += result.refused
-            failed_keys = {q["legacy_key"] for q in result.refused}
-            origins[table] = {i: src for i, (src, key) in ids[table].items() if key not in failed_keys}
-            counts[table] = {
-                "read": s.read if table == entity else len(ids[table]),
-                "created": s.created if table == entity else 0,
-                "loaded": result.loaded,
-                "quarantined": len(rejects) + len(result.refused),
-                "skipped": s.skipped if table == entity else 0,
-                "embedded": result.embedded,
-                "reused": result.reused,
-                "written": result.written,
-                "unchanged": result.unchanged,
-                "retries": result.retries,
-            }
-        if entity == "knowledge_documents":
-            _db(prune_chunks, str(tenant.id), list(ids[entity]), list(ids["knowledge_chunks"]))
-        if complete and not pruning:
-            stale = _db(count_stale, entity, str(tenant.id), list(ids[entity]))
-            if stale:
-                findings.append(
-                    f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
-                    'sources; they were kept (migrate again with prune=True, or prune="soft", removes them)'
+            def check(frame: pl.DataFrame) -> pl.DataFrame:
+                if table not in specs:
+                    specs[table] = db(table_spec, table)
+                return db(mark_unchanged, table, frame, tenant.slug, vectors, specs[table])
+
+            return check
+
+        for entity, s in part.entities.items():
+            # one batch of dicts at a time: written as files, then loaded by tasks that read them
+            tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
+            writers = {t: BatchWriter(run_id, t, batch_size, unchanged(t, embed_now)) for t in tables}
+            ids: dict[str, dict[str, tuple[str | None, str | None]]] = {t: {} for t in tables}
+            for rows in _row_batches(entity, s.rows, batch_size):
+                made = {entity: rows}
+                if entity == "knowledge_documents":
+                    made["knowledge_chunks"] = chunk_documents(rows, str(tenant.id))
+                for table, table_rows in made.items():
+                    writers[table].write(table_rows, with_hashes(table, table_rows, spec.model_id))
+                    ids[table].update({r["id"]: (r.get("_source"), r.get("legacy_key")) for r in table_rows})
+            for table in tables:
+                writer = writers[table]
+                result = _load_files(table, tenant.slug, run_id, writer.paths, spec if embed_now else None)
+                rejects = (
+                    [
+                        (q["legacy_key"], q["reason"], q["payload"], q["_source"], q["_row"])
+                        for q in s.quarantined.iter_rows(named=True)
+                    ]
+                    if table == entity
+                    else []
                 )
-    for junction, frame in part.junctions.items():
-        rows = stamp_links(junction, frame.to_dicts(), origins)
-        writer = BatchWriter(run_id, junction, batch_size, unchanged(junction, False))
-        writer.write(rows, [])
-        result = _load_files(junction, tenant.slug, run_id, writer.paths, None)
-        result.loaded += writer.skipped_rows
-        removed = _db(prune_links, junction, str(tenant.id), rows, origins)
-        if removed:
-            findings.append(
-                f"{junction}: removed {removed} link(s) that an earlier run derived from the same sources "
-                "and that the sources no longer state"
-            )
-        junctions[junction] = {
-            "rows": result.loaded,
-            "written": result.written,
-            "quarantined": len(result.refused),
-            "removed": removed,
-            "retries": result.retries,
-        }
+                if rejects:
+                    db(quarantine, run_id, tenant.slug, table, rejects)
+                refused += result.refused
+                failed_keys = {q["legacy_key"] for q in result.refused}
+                origins[table] = {i: src for i, (src, key) in ids[table].items() if key not in failed_keys}
+                loaded = result.load
+                counts[table] = {
+                    "read": s.read if table == entity else len(ids[table]),
+                    "created": s.created if table == entity else 0,
+                    "loaded": loaded.loaded + writer.skipped_rows,
+                    "quarantined": len(rejects) + len(result.refused),
+                    "skipped": s.skipped if table == entity else 0,
+                    "embedded": result.embedded,
+                    "reused": result.reused + (writer.skipped_texts if embed_now else 0),
+                    "written": loaded.written,
+                    "unchanged": loaded.unchanged + writer.skipped_rows,
+                    "retries": loaded.retries,
+                }
+            if entity == "knowledge_documents":
+                db(prune_chunks, str(tenant.id), list(ids[entity]), list(ids["knowledge_chunks"]))
+            if complete and not pruning:
+                stale = db(count_stale, entity, str(tenant.id), list(ids[entity]))
+                if stale:
+                    findings.append(
+                        f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
+                        'sources; they were kept (migrate again with prune=True, or prune="soft", removes them)'
+                    )
+        for junction, frame in part.junctions.items():
+            rows = stamp_links(junction, frame.to_dicts(), origins)
+            # no row hashes here: a junction batch is compared with the target's own rows
+            writer = BatchWriter(run_id, junction, batch_size, unchanged(junction, False))
+            writer.write(rows, [])
+            result = _load_files(junction, tenant.slug, run_id, writer.paths, None)
+            removed = db(prune_links, junction, str(tenant.id), rows, origins)
+            if removed:
+                findings.append(
+                    f"{junction}: removed {removed} link(s) that an earlier run derived from the same sources "
+                    "and that the sources no longer state"
+                )
+            junctions[junction] = {
+                "rows": result.load.loaded + writer.skipped_rows,
+                "written": result.load.written,
+                "quarantined": len(result.refused),
+                "removed": removed,
+                "retries": result.load.retries,
+            }
     return {
         "entities": counts,
         "junctions": junctions,
@@ -161,15 +170,36 @@ def load_tenant(
     }
 
 
-def _db(fn, *args):
-    """fn(conn, *args) on a connection of its own to the target, retried while the failure is
-    transient (a restarted server, a lost connection)."""
+class _Target:
+    """The flow's own statements on the target (pre-checks, quarantine, pruning, counts), on one
+    connection: `db(fn, *args)` is fn(conn, *args), retried on a new connection while the failure
+    is transient (a restarted server, a lost connection)."""
 
-    def once():
-        with connect(target_dsn(), autocommit=True) as conn:
-            return fn(conn, *args)
+    def __init__(self) -> None:
+        self._conn: psycopg.Connection | None = None
 
-    return call_with_retries(once)
+    def __call__(self, fn, *args):
+        def once():
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = connect(target_dsn(), autocommit=True)
+            try:
+                return fn(self._conn, *args)
+            except BaseException:
+                self.close()  # whatever state it was left in: the next call starts on a new one
+                raise
+
+        return call_with_retries(once)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> _Target:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _row_batches(entity: str, frame: pl.DataFrame, batch_size: int) -> Iterator[list[dict]]:
@@ -190,7 +220,7 @@ def _load_files(table: str, tenant: str, run_id: str, paths: list[str], spec: Mo
         results = (embed_and_load.submit(*call).result() for call in calls)
     else:
         results = (f.result() for f in [embed_and_load.submit(*call) for call in calls])
-    total = BatchResult(table)
+    total = BatchResult(LoadResult(table))
     progress = (
         create_progress_artifact(0.0, description=f"{table} for {tenant}: batches loaded") if len(calls) > 1 else None
     )
@@ -198,5 +228,5 @@ def _load_files(table: str, tenant: str, run_id: str, paths: list[str], spec: Mo
         total.add(r)
         if progress:
             update_progress_artifact(progress, 100.0 * done / len(calls))
-            get_run_logger().info("%s: %d/%d batches, %d rows loaded", table, done, len(calls), total.loaded)
+            get_run_logger().info("%s: %d/%d batches, %d rows loaded", table, done, len(calls), total.load.loaded)
     return total

@@ -139,12 +139,19 @@ def _rls_check(conn: psycopg.Connection, tenant_id: str) -> tuple[str, bool, str
         with conn.transaction():
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (VERIFY_ROLE,)).fetchone():
                 conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(VERIFY_ROLE)))
-            conn.execute(
-                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                    sql.Identifier(conn.execute("SELECT current_schema()").fetchone()[0]), sql.Identifier(VERIFY_ROLE)
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            if not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (VERIFY_ROLE, schema)).fetchone()[0]:
+                conn.execute(
+                    sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                        sql.Identifier(schema), sql.Identifier(VERIFY_ROLE)
+                    )
                 )
-            )
-            for t in tables:
+            ungranted = conn.execute(  # granted once: a later run reads the catalogue, writes nothing
+                """SELECT t FROM unnest(%s::text[]) AS t
+                   WHERE NOT has_table_privilege(%s, quote_ident(t)::regclass, 'SELECT')""",
+                (tables, VERIFY_ROLE),
+            ).fetchall()
+            for (t,) in ungranted:
                 conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(t), sql.Identifier(VERIFY_ROLE)))
     except psycopg.Error as exc:
         return "row level security", False, f"could not set up role {VERIFY_ROLE}: {exc.diag.message_primary}"

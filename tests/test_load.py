@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from core.identity import row_id, tenant_id
-from tasks.load import frame_hashes, load_frame, load_rows, to_text
+from tasks.load import HASH, UNCHANGED, frame_hashes, load_frame, load_rows, mark_unchanged, to_text
 
 PHARMA = str(tenant_id("pharma"))
 
@@ -351,3 +351,79 @@ def test_a_value_python_cannot_type_takes_the_text_path_and_the_database_judges_
         "a0": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
         "a1": datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# mark_unchanged: the pre-check a run makes before writing a batch file. What it finds travels
+# with the batch (hashes, marks), so the loader neither hashes nor queries again.
+
+
+def marks(dsn: str, table: str, frame: pl.DataFrame, vectors: bool = False) -> pl.DataFrame:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return mark_unchanged(conn, table, frame, "pharma", vectors)
+
+
+def test_mark_unchanged_finds_what_the_loader_would_skip_and_the_loader_takes_its_marks(target_dsn):
+    rows = varied_agents()
+    cache_vectors(target_dsn, [f"sha-{i}" for i in range(6) if i != 3])  # a3: no vector yet
+    frame = frame_of(rows)
+    assert marks(target_dsn, "agents", frame).equals(frame)  # no row of the tenant yet: nothing to compare
+    assert load_frame(target_dsn, "agents", frame, tenant="pharma").written == 6
+
+    changed = frame.with_columns(
+        pl.when(pl.col("legacy_key") == "a1").then(pl.lit("renamed")).otherwise("name").alias("name")
+    )
+    marked = marks(target_dsn, "agents", changed)
+    assert marked.columns == [*changed.columns, HASH, UNCHANGED]
+    with psycopg.connect(target_dsn) as conn:  # the hashes are the loader's own
+        stored = dict(conn.execute("SELECT legacy_key, row_hash FROM etl.id_map WHERE entity = 'agents'").fetchall())
+    assert [stored[k] == h for k, h in zip(marked["legacy_key"], marked[HASH])] == [True, False, True, True, True, True]
+    assert marked[UNCHANGED].to_list() == [True, False, True, True, True, True]
+    # embedding now: a3's vector is not in the cache (a4 has no content hash), so its batch must
+    # go to the embed step
+    assert marks(target_dsn, "agents", changed, vectors=True)[UNCHANGED].to_list() == [
+        True, False, True, False, False, True
+    ]  # fmt: skip
+
+    # the loader takes the marks as they are (it does not query again): a row marked unchanged is
+    # not sent even when it did change, a row marked changed is sent
+    trusted = marked.with_columns(pl.Series(UNCHANGED, [True, True, True, True, True, False]))
+    result = load_frame(target_dsn, "agents", trusted, tenant="pharma")
+    assert (result.loaded, result.written, result.unchanged) == (6, 0, 5)
+    result = load_frame(target_dsn, "agents", marked, tenant="pharma")
+    assert (result.loaded, result.written, result.unchanged) == (6, 1, 5)
+    assert marks(target_dsn, "agents", changed)[UNCHANGED].all()
+
+
+def test_mark_unchanged_compares_junction_rows_with_the_target(target_dsn):
+    ends = agents(3)
+    load_rows(target_dsn, "agents", ends)
+    links = pl.DataFrame(
+        [
+            {
+                "tenant_id": PHARMA,
+                "agent_id": ends[0]["id"],
+                "related_agent_id": ends[i]["id"],
+                "relation_type": "compatible",
+                "relevance_score": [None, 0.25, 0.8][i],
+                "metadata": [None, '{"derived_from": {"agent_id": "a.json"}}', "{}"][i],  # NULL: the default
+            }
+            for i in range(3)
+        ]
+    )
+    assert marks(target_dsn, "agent_relations", links).equals(links)  # no link of the tenant yet
+    assert load_frame(target_dsn, "agent_relations", links, tenant="pharma").written == 3
+    assert marks(target_dsn, "agent_relations", links)[UNCHANGED].all()
+
+    with psycopg.connect(target_dsn, autocommit=True) as conn:  # the target moved: those rows are sent again
+        conn.execute("UPDATE agent_relations SET deleted_at = now() WHERE related_agent_id = %s", (ends[1]["id"],))
+        conn.execute("UPDATE agent_relations SET relevance_score = 0.5 WHERE related_agent_id = %s", (ends[2]["id"],))
+    marked = marks(target_dsn, "agent_relations", links)
+    assert marked[UNCHANGED].to_list() == [True, False, False] and HASH not in marked.columns
+    result = load_frame(target_dsn, "agent_relations", marked, tenant="pharma")
+    assert (result.loaded, result.written, result.unchanged) == (3, 2, 1)
+    assert marks(target_dsn, "agent_relations", links)[UNCHANGED].all()
+
+    # a value the database refuses: nothing is known unchanged, the loader judges it
+    bad = links.with_columns(pl.Series("mapping_source", ["automated", "automated", "guessed"]))
+    assert not marks(target_dsn, "agent_relations", bad)[UNCHANGED].any()
