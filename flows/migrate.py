@@ -12,7 +12,6 @@ from core.errors import ConfigError
 from core.params import BatchSize, Name, Ratio, Seconds
 from core.runner import task_runner
 from sources.manifest import DEFAULT_MANIFEST, load_manifest
-from tasks.batches import remove_run_folder
 from tasks.decide import decide_tenant
 from tasks.extract import DEFAULT_BATCH_ROWS, extract_folder, load_inputs, read_tenant_labels
 from tasks.fan_out import deployed, run_tenant_deployments
@@ -23,7 +22,15 @@ from tasks.plan import plan_changes
 from tasks.prune import guard_prune, prune_tenant_rows, source_ids
 from tasks.report import publish_migration_report, publish_plan_report, publish_summary_report
 from tasks.review import record_decisions
-from tasks.runs import begin_run, new_run_id, read_run_summaries, record_verify, recorded_run, run_parameters
+from tasks.runs import (
+    begin_run,
+    new_run_id,
+    read_run_summaries,
+    record_verify,
+    recorded_run,
+    remove_run_folder,
+    run_parameters,
+)
 from tasks.search import build_indexes
 from tasks.summary import RunSummary, sum_summaries
 from tasks.verify import require_verified, verify_target

@@ -7,10 +7,8 @@ folder; a run that crashes leaves it for inspection."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import polars as pl
 from prefect import task
@@ -18,17 +16,13 @@ from prefect.cache_policies import NO_CACHE
 
 from core.connections import connect, target_dsn
 from core.retry import IO_RETRIES
-from core.settings import ModelSpec, vital_home
+from core.settings import ModelSpec
 from tasks.embed import EmbedStats, ensure_cached
 from tasks.load import UNCHANGED, LoadResult, load_frame
-from tasks.runs import quarantine, record_ids
+from tasks.runs import quarantine, record_ids, run_folder
 
 TEXT = "_text"  # the text a searchable row is embedded from; not a target column
 STAGE = "load"
-
-
-def run_folder(run_id: str) -> Path:
-    return vital_home() / "runs" / run_id
 
 
 class BatchWriter:
@@ -69,10 +63,6 @@ class BatchWriter:
 def _storable(row: dict) -> dict:
     meta = row.get("metadata")
     return row | {"metadata": json.dumps(meta, ensure_ascii=False)} if isinstance(meta, dict) else row
-
-
-def remove_run_folder(run_id: str) -> None:
-    shutil.rmtree(run_folder(run_id), ignore_errors=True)
 
 
 @dataclass

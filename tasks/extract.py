@@ -29,12 +29,12 @@ from sources.manifest import (
     load_manifest,
     source_dsn_of,
 )
-from tasks.batches import run_folder
 from tasks.normalize.base import Rec
 from tasks.normalize.common import parse_list
 from tasks.normalize.reuse import RowDigest
 from tasks.normalize.rules import Rules, load_rules
 from tasks.normalize.tenancy import LabelFile
+from tasks.runs import run_folder
 
 DEFAULT_BATCH_ROWS = 5000
 

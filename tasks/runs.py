@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import uuid
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.connections import connect, pid_alive, target_dsn
 from core.retry import IO_RETRIES
+from core.settings import vital_home
 from tasks.load import to_text
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,16 @@ def abandon_dead_runs(conn: psycopg.Connection) -> int:
             (dead,),
         )
     return len(dead)
+
+
+def run_folder(run_id: str) -> Path:
+    """A run's files, stage by stage (`extract/`, `load/`): removed when the run completes,
+    kept for inspection when it fails."""
+    return vital_home() / "runs" / run_id
+
+
+def remove_run_folder(run_id: str) -> None:
+    shutil.rmtree(run_folder(run_id), ignore_errors=True)
 
 
 def new_run_id() -> str:

@@ -11,7 +11,7 @@ from test_bad_input import raw
 
 from tasks.normalize import SHAPES
 from tasks.normalize.base import normalize_frame
-from tasks.normalize.reuse import load_stage, rows_digest, save_stage, stage_key
+from tasks.normalize.reuse import RowDigest, load_stage, save_stage, stage_key
 from tasks.normalize.rules import load_rules
 from tasks.normalize.tenancy import LabelFile
 
@@ -20,6 +20,12 @@ TOOLS = [
     {"name": "FDA labels", "slug": "fda-labels", "description": "Drug labels", "tags": '["regulatory"]'},
     {"name": "FDA labels", "slug": "fda-labels", "description": "the same slug again"},
 ]
+
+
+def rows_digest(frame: pl.DataFrame) -> str:
+    digest = RowDigest()
+    digest.add(frame)
+    return digest.hexdigest()
 
 
 def test_a_stored_stage_comes_back_equal_and_only_for_the_same_inputs(tmp_path, monkeypatch):

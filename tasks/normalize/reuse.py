@@ -51,12 +51,6 @@ class RowDigest:
         return self._digest.hexdigest()
 
 
-def rows_digest(frame: pl.DataFrame) -> str:
-    d = RowDigest()
-    d.add(frame)
-    return d.hexdigest()
-
-
 def stage_key(entity: str, rows: str, rules: Rules, labels) -> str | None:
     """The hash of everything normalize reads (rows: the extracted rows' RowDigest), or None
     when the rules' files are unknown."""
