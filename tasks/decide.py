@@ -20,7 +20,7 @@ so a re-run writes only the rows that changed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,20 +153,35 @@ VIEWS: dict[str, tuple[tuple[float, Callable[[dict], str]], ...]] = {
 # instructions) are removed before the model or the keyword rules read them
 BOILERPLATE_FIELDS: dict[str, tuple[str, ...]] = {"prompts": ("description", "prompt_starter", "body")}
 BOILERPLATE_SHARE, BOILERPLATE_MIN = 0.01, 5
+# the junctions decided here, with the entities at their ends (whose rows links read whole)
+LINK_ENDS = {"persona_roles": ("personas", "org_roles"), "jtbd_personas": ("jobs_to_be_done", "personas"),
+             "agent_jtbds": ("agents", "jobs_to_be_done")}  # fmt: skip
+# rows of an entity that no other step reads are turned into dicts this many at a time
+DECIDE_CHUNK_ROWS = 5000
 
 
-def strip_boilerplate(rows: list[dict], fields: tuple[str, ...]) -> None:
-    """Remove from each row's fields the lines that many rows share (in place)."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        for line in {x.strip() for f in fields for x in (r.get(f) or "").splitlines() if x.strip()}:
-            counts[line] = counts.get(line, 0) + 1
-    limit = max(BOILERPLATE_MIN, BOILERPLATE_SHARE * len(rows))
-    common = {line for line, n in counts.items() if n >= limit}
+def boilerplate_lines(chunks, fields: tuple[str, ...]) -> set[int]:
+    """The hashes of the lines that many rows share in `fields` (a line counts once a row), over
+    chunks of row dicts: counting hashes, not lines, keeps this small for a large table."""
+    counts: dict[int, int] = {}
+    n = 0
+    for rows in chunks:
+        n += len(rows)
+        for r in rows:
+            for h in {hash(x.strip()) for f in fields for x in (r.get(f) or "").splitlines() if x.strip()}:
+                counts[h] = counts.get(h, 0) + 1
+    limit = max(BOILERPLATE_MIN, BOILERPLATE_SHARE * n)
+    return {h for h, c in counts.items() if c >= limit}
+
+
+def strip_boilerplate(rows: list[dict], fields: tuple[str, ...], common: set[int] | None = None) -> None:
+    """Remove from each row's fields the lines that many rows share (in place); common: their
+    hashes (`boilerplate_lines`), counted over these rows when not given."""
+    common = boilerplate_lines([rows], fields) if common is None else common
     for r in rows:
         for f in fields:
             if r.get(f):
-                r[f] = "\n".join(x for x in r[f].splitlines() if x.strip() and x.strip() not in common)
+                r[f] = "\n".join(x for x in r[f].splitlines() if x.strip() and hash(x.strip()) not in common)
 
 
 # the texts similarity links compare (persona and JTBD: their embedding templates)
@@ -219,9 +234,10 @@ def decide_columns(entity: str, columns: list[str], rules: Rules) -> list[str]:
     return [c for c in columns if c in want]
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
-    """One thing vital-etl decided rather than read, as the review lists it."""
+    """One thing vital-etl decided rather than read, as the review lists it (slots: a large
+    table makes one per row)."""
 
     kind: str  # area, tenant, link, created, match
     entity: str  # table, or junction for links
@@ -303,83 +319,107 @@ def decide_slice(
     dr = decision_rules or load_decision_rules()
     overrides = overrides or Overrides(part.tenant.slug)
     out = Decided(part.tenant.slug, review_below=dr.review_below)
-    rows = {}
-    for e in AREA_ORDER:
-        if e in part.entities:
-            frame = part.entities[e].rows
-            rows[e] = frame.select(decide_columns(e, frame.columns, rules)).to_dicts()
-    for entity, fields in BOILERPLATE_FIELDS.items():
-        strip_boilerplate(rows.get(entity, []), fields)  # copies: only the area columns go back
-    by_id = {e: {r["id"]: r for r in rs} for e, rs in rows.items()}
-    views = _encode_views(rows, vectors) if vectors else {}
-    model = _train(rows, views, rules, vectors, part, overrides) if vectors else None
-    for entity in AREA_ORDER:
-        if entity not in rows:
-            continue
-        scores = (
-            model.scores(views[entity][0], views[entity][1]) if model and rows[entity] else [None] * len(rows[entity])
-        )
-        for r, s in zip(rows[entity], scores):
-            view = ModelView(s, model.labels) if s is not None else None
-            r["_model_area"], _, r["_model_margin"] = view.top() if view else (None, 0.0, 0.0)
-            _decide_row(entity, r, part, by_id, rules, overrides, view)
-        out.kept_recorded += keep_recorded(rows[entity], (recorded or {}).get(entity, {}), dr.keep_recorded_within)
-        _write_areas(part, entity, rows[entity])
-        out.decisions += _area_decisions(entity, rows[entity], overrides)
+    rows = _Rows(part, rules)
+    model, views = _train(rows, rules, vectors, part, overrides) if vectors else (None, {})
+    for entity in rows.entities:
+        columns: dict[str, list] = {c: [] for c in AREA_COLUMNS}
+        done = 0
+        for chunk in rows.chunks(entity):
+            if model and chunk:
+                scores = model.scores(views[entity][0][:, done : done + len(chunk)], views[entity][1])
+            else:
+                scores = [None] * len(chunk)
+            done += len(chunk)
+            for r, s in zip(chunk, scores):
+                view = ModelView(s, model.labels) if s is not None else None
+                r["_model_area"], _, r["_model_margin"] = view.top() if view else (None, 0.0, 0.0)
+                _decide_row(entity, r, part, rows.by_id, rules, overrides, view)
+            out.kept_recorded += keep_recorded(chunk, (recorded or {}).get(entity, {}), dr.keep_recorded_within)
+            for c in AREA_COLUMNS:
+                columns[c] += [r[c] for r in chunk]
+            if entity == "jobs_to_be_done":
+                columns.setdefault("functional_area_rule", []).extend(summary_text(r) for r in chunk)
+            out.decisions += _area_decisions(entity, chunk, overrides)
+        _write_areas(part, entity, columns)
     out.decisions += _tenant_decisions(part, overrides, dr, len(rules.tenants.tenants))
     out.decisions += _reference_decisions(part, overrides, dr)
-    _decide_links(part, rows, rules, link_rules, vectors, overrides, out, dr)
+    _decide_links(part, rows.held, rules, link_rules, vectors, overrides, out, dr)
     out.stale_overrides = overrides.unused(part)
     out.decisions.sort(key=lambda d: (d.confidence, d.kind, d.entity, d.key, d.target_key))
     return out
 
 
-def _encode_views(rows: dict[str, list[dict]], vectors: Vectors) -> dict[str, tuple[np.ndarray, list[float]]]:
-    texts, where = [], {}
-    for entity, rs in rows.items():
-        for v, (_, fn) in enumerate(VIEWS[entity]):
-            where[(entity, v)] = (len(texts), len(rs))
-            texts += [fn(r) or r.get("name") or r["legacy_key"] for r in rs]
-    flat = vectors(texts) if texts else np.zeros((0, 1), np.float32)
-    out = {}
-    for entity, rs in rows.items():
-        stack = [flat[where[(entity, v)][0] : where[(entity, v)][0] + len(rs)] for v in range(len(VIEWS[entity]))]
-        out[entity] = (
-            np.stack(stack) if rs else np.zeros((len(stack), 0, flat.shape[1])),
-            [w for w, _ in VIEWS[entity]],
-        )
-    return out
+class _Rows:
+    """The columns deciding reads (`decide_columns`) of the slice's entities, as dicts with their
+    boilerplate lines removed. The rows other steps read (parents whose areas children inherit,
+    the ends of the links decided here) are held whole, and changed in place as they are decided;
+    the others are made a chunk at a time each time they are read, so that a large table (prompts)
+    is never all dicts at once (~2 kB a row)."""
+
+    def __init__(self, part: TenantSlice, rules: Rules):
+        self.part, self.rules = part, rules
+        self.entities = [e for e in AREA_ORDER if e in part.entities]
+        read = {p for e in self.entities for _, p in INHERIT.get(e, ())}
+        read |= {e for ends in LINK_ENDS.values() if all(x in part.entities for x in ends) for e in ends}
+        self.common = {
+            e: boilerplate_lines(self._dicts(e), fields)
+            for e, fields in BOILERPLATE_FIELDS.items()
+            if e in self.entities
+        }
+        self.held: dict[str, list[dict]] = {}
+        self.held = {e: [r for chunk in self.chunks(e) for r in chunk] for e in self.entities if e in read}
+        self.by_id = {e: {r["id"]: r for r in rs} for e, rs in self.held.items()}
+
+    def _dicts(self, entity: str) -> Iterator[list[dict]]:
+        frame = self.part.entities[entity].rows
+        cols = decide_columns(entity, frame.columns, self.rules)
+        for start in range(0, frame.height, DECIDE_CHUNK_ROWS):
+            yield frame.slice(start, DECIDE_CHUNK_ROWS).select(cols).to_dicts()
+
+    def chunks(self, entity: str) -> Iterator[list[dict]]:
+        if entity in self.held:
+            yield self.held[entity]
+            return
+        for chunk in self._dicts(entity):
+            if entity in self.common:  # copies: only the area columns go back
+                strip_boilerplate(chunk, BOILERPLATE_FIELDS[entity], self.common[entity])
+            yield chunk
 
 
-def _train(rows, views, rules: Rules, vectors: Vectors, part, overrides) -> AreaClassifier:
+def _train(rows: _Rows, rules: Rules, vectors: Vectors, part, overrides) -> tuple[AreaClassifier, dict]:
     """The model for this tenant: descriptions from rules/, and rows whose area the sources (or
-    a reviewer) state, decided here first without the model."""
+    a reviewer) state, decided here first without the model. Returns it with the vectors of
+    each entity's views (views x rows x dim, and the views' weights)."""
     ar = rules.areas
     desc = [(a, t) for a, ts in sorted(ar.descriptions.items()) for t in ts]
     dvec = vectors([t for _, t in desc]) if desc else np.zeros((0, 384), np.float32)
-    by_id = {e: {r["id"]: r for r in rs} for e, rs in rows.items()}
-    examples = []
-    for entity in AREA_ORDER:
-        if entity not in rows:
-            continue
-        for i, r in enumerate(rows[entity]):
-            first = _decide_row(entity, dict(r), part, by_id, rules, overrides, None, keep=False)
-            r["_first"] = first
-            stated = first["functional_area_source"] in ("explicit", "inherited", "override")
-            single = "candidates" not in json.loads(first["functional_area_evidence"])
-            if entity in ar.model.train_from and stated and single:
-                examples.append((entity, first["functional_area"], views[entity][0][-1][i]))
-        # parents' first decisions are what children inherit before the model exists
-        for r in rows[entity]:
-            r["_parent_area"] = r["_first"]["functional_area"]
-    corpus = np.concatenate([v[0].reshape(-1, v[0].shape[-1]) for v in views.values() if v[0].size] + [dvec])
-    return AreaClassifier.train(
+    views, examples = {}, []
+    for entity in rows.entities:
+        fns = VIEWS[entity]
+        stack = np.zeros((len(fns), part.entities[entity].rows.height, dvec.shape[1]), np.float32)
+        done = 0
+        for chunk in rows.chunks(entity):
+            for v, (_, fn) in enumerate(fns):
+                stack[v, done : done + len(chunk)] = vectors([fn(r) or r.get("name") or r["legacy_key"] for r in chunk])
+            for i, r in enumerate(chunk):
+                first = _decide_row(entity, dict(r), part, rows.by_id, rules, overrides, None, keep=False)
+                stated = first["functional_area_source"] in ("explicit", "inherited", "override")
+                single = "candidates" not in json.loads(first["functional_area_evidence"])
+                if entity in ar.model.train_from and stated and single:
+                    examples.append((entity, first["functional_area"], stack[-1, done + i]))
+                # parents' first decisions are what children inherit before the model exists
+                r["_parent_area"] = first["functional_area"]
+            done += len(chunk)
+        views[entity] = (stack, [w for w, _ in fns])
+    corpus = np.concatenate([v.reshape(-1, v.shape[-1]) for v, _ in views.values() if v.size] + [dvec])
+    model = AreaClassifier.train(
         corpus,
         [(a, t, v) for (a, t), v in zip(desc, dvec)],
         examples,
         min_rows=ar.model.min_rows,
         remove_components=ar.model.remove_components,
     )
+    return model, views
 
 
 def _inherited(entity: str, r: dict, part: TenantSlice, by_id: dict) -> list[dict]:
@@ -425,24 +465,27 @@ def _decide_row(entity, r, part, by_id, rules, overrides, view, keep=True) -> di
     return cols
 
 
-def _write_areas(part: TenantSlice, entity: str, rows: list[dict]) -> None:
+_AREA_TYPES = {
+    "functional_area": pl.Utf8,
+    "functional_area_source": pl.Utf8,
+    "functional_area_confidence": pl.Float64,
+    "functional_area_evidence": pl.Utf8,
+    "functional_area_rule": pl.Utf8,
+}
+
+
+def _write_areas(part: TenantSlice, entity: str, columns: dict[str, list]) -> None:
     s = part.entities[entity]
-    cols = {
-        "functional_area": pl.Utf8,
-        "functional_area_source": pl.Utf8,
-        "functional_area_confidence": pl.Float64,
-        "functional_area_evidence": pl.Utf8,
-    }
-    series = [pl.Series(c, [r[c] for r in rows], dtype=t) for c, t in cols.items()]
-    if entity == "jobs_to_be_done":
-        series.append(pl.Series("functional_area_rule", [summary_text(r) for r in rows], dtype=pl.Utf8))
-    s.rows = s.rows.with_columns(series) if rows else s.rows
+    if s.rows.height:
+        s.rows = s.rows.with_columns(pl.Series(c, v, dtype=_AREA_TYPES[c]) for c, v in columns.items())
 
 
 def _area_decisions(entity: str, rows: list[dict], overrides: Overrides) -> list[Decision]:
     out = []
+    parsed: dict[str, dict] = {}  # rows with the same evidence (a default) share one dict
     for r in rows:
-        ev = json.loads(r["functional_area_evidence"])
+        text = r["functional_area_evidence"]
+        ev = parsed[text] if text in parsed else parsed.setdefault(text, json.loads(text))
         src = r["functional_area_source"]
         plain_explicit = src == "explicit" and not ev.get("candidates") and "contradicted_by_model" not in ev
         if plain_explicit:
@@ -512,7 +555,9 @@ def _tenant_decisions(part: TenantSlice, overrides: Overrides, dr: DecisionRules
         if s.rows.height == 0 or "tenant_rule" not in s.rows.columns:
             continue
         cols = [c for c in ("legacy_key", "name", "tenant_rule", "tenants") if c in s.rows.columns]
-        for r in s.rows.select(cols).iter_rows(named=True):
+        given = pl.col("tenant_rule").cast(pl.Utf8)
+        decided = given.eq("default") | given.str.starts_with("keywords")
+        for r in s.rows.filter(decided).select(cols).iter_rows(named=True):
             rule = r["tenant_rule"] or ""
             if rule == "default":
                 source = "default"
@@ -544,8 +589,10 @@ def _reference_decisions(part: TenantSlice, overrides: Overrides, dr: DecisionRu
     for entity, s in part.entities.items():
         if s.rows.height == 0 or "metadata" not in s.rows.columns:
             continue
-        names = s.rows["name"].to_list() if "name" in s.rows.columns else [None] * s.rows.height
-        for key, name, text in zip(s.rows["legacy_key"].to_list(), names, s.rows["metadata"].to_list()):
+        # only rows whose metadata can hold one of these notes are parsed
+        rows = s.rows.filter(pl.col("metadata").cast(pl.Utf8).str.contains("created_from|ambiguous|decided_by_code"))
+        names = rows["name"].to_list() if "name" in rows.columns else [None] * rows.height
+        for key, name, text in zip(rows["legacy_key"].to_list(), names, rows["metadata"].to_list()):
             m = _meta({"metadata": text})
             etl = m.get("_etl") if isinstance(m.get("_etl"), dict) else {}
             created = etl.get("created_from") or m.get("created_from")
@@ -604,12 +651,10 @@ class _Link:
 
 
 def _decide_links(part, rows, rules, link_rules, vectors, overrides, out: Decided, dr: DecisionRules) -> None:
-    need = {"persona_roles": ("personas", "org_roles"), "jtbd_personas": ("jobs_to_be_done", "personas"),
-            "agent_jtbds": ("agents", "jobs_to_be_done")}  # fmt: skip
-    present = {j for j, (a, b) in need.items() if a in rows and b in rows}
+    present = {j for j, (a, b) in LINK_ENDS.items() if a in rows and b in rows}
     if not present:
         return
-    entities = {e for j in present for e in need[j]}
+    entities = {e for j in present for e in LINK_ENDS[j]}
     text_vec = {}
     for e in sorted(entities):
         texts = [LINK_TEXTS[e](r) or r["legacy_key"] for r in rows[e]]

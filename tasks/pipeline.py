@@ -11,6 +11,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from core.catalogue import SELF_REFERENCES
+from core.catalogue import junction as junction_of
 from core.connections import connect, target_dsn
 from core.retry import call_with_retries
 from core.settings import ModelSpec, model_spec
@@ -74,6 +75,7 @@ def load_tenant(
     get_run_logger().info("%s: %s", tenant.slug, note)
     counts: dict[str, dict] = {}
     origins: dict[str, dict[str, str | None]] = {}  # entity -> {id: source} of the rows loaded
+    ends = {e for name in part.junctions for e in (junction_of(name).a, junction_of(name).b)}  # origins read
     refused: list[dict] = []
     findings: list[str] = []
     junctions = {}
@@ -95,14 +97,17 @@ def load_tenant(
             # one batch of dicts at a time: written as files, then loaded by tasks that read them
             tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
             writers = {t: BatchWriter(run_id, t, batch_size, unchanged(t, embed_now)) for t in tables}
-            ids: dict[str, dict[str, tuple[str | None, str | None]]] = {t: {} for t in tables}
+            # id, legacy key and source of each row written: the entity's are its frame's columns
+            ids = {entity: _row_origins(s.rows)} | {t: pl.DataFrame(schema=_ORIGIN) for t in tables[1:]}
             for rows in _row_batches(entity, s.rows, batch_size):
                 made = {entity: rows}
                 if entity == "knowledge_documents":
                     made["knowledge_chunks"] = chunk_documents(rows, str(tenant.id))
                 for table, table_rows in made.items():
                     writers[table].write(table_rows, with_hashes(table, table_rows, spec.model_id))
-                    ids[table].update({r["id"]: (r.get("_source"), r.get("legacy_key")) for r in table_rows})
+                    if table != entity:
+                        got = {c: [r.get(c) for r in table_rows] for c in _ORIGIN}
+                        ids[table] = pl.concat([ids[table], pl.DataFrame(got, schema=_ORIGIN)])
             for table in tables:
                 writer = writers[table]
                 result = _load_files(table, tenant.slug, run_id, writer.paths, spec if embed_now else None)
@@ -117,11 +122,14 @@ def load_tenant(
                 if rejects:
                     db(quarantine, run_id, tenant.slug, table, rejects)
                 refused += result.refused
-                failed_keys = {q["legacy_key"] for q in result.refused}
-                origins[table] = {i: src for i, (src, key) in ids[table].items() if key not in failed_keys}
+                if table in ends:
+                    loaded_ok = ids[table].filter(
+                        ~pl.col("legacy_key").is_in([q["legacy_key"] for q in result.refused]).fill_null(False)
+                    )
+                    origins[table] = dict(zip(loaded_ok["id"].to_list(), loaded_ok["_source"].to_list()))
                 loaded = result.load
                 counts[table] = {
-                    "read": s.read if table == entity else len(ids[table]),
+                    "read": s.read if table == entity else ids[table].height,
                     "created": s.created if table == entity else 0,
                     "loaded": loaded.loaded + writer.skipped_rows,
                     "quarantined": len(rejects) + len(result.refused),
@@ -133,9 +141,9 @@ def load_tenant(
                     "retries": loaded.retries,
                 }
             if entity == "knowledge_documents":
-                db(prune_chunks, str(tenant.id), list(ids[entity]), list(ids["knowledge_chunks"]))
+                db(prune_chunks, str(tenant.id), ids[entity]["id"].to_list(), ids["knowledge_chunks"]["id"].to_list())
             if complete and not pruning:
-                stale = db(count_stale, entity, str(tenant.id), list(ids[entity]))
+                stale = db(count_stale, entity, str(tenant.id), ids[entity]["id"].to_list())
                 if stale:
                     findings.append(
                         f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "
@@ -168,6 +176,16 @@ def load_tenant(
         "model": spec.model_id,
         "model_note": note,
     }
+
+
+_ORIGIN = {"id": pl.Utf8, "legacy_key": pl.Utf8, "_source": pl.Utf8}
+
+
+def _row_origins(frame: pl.DataFrame) -> pl.DataFrame:
+    """id, legacy_key and _source of each row (null where the rows have no such column)."""
+    return frame.select(
+        (pl.col(c) if c in frame.columns else pl.lit(None)).cast(t).alias(c) for c, t in _ORIGIN.items()
+    )
 
 
 class _Target:

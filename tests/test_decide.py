@@ -300,7 +300,7 @@ def fake_vectors(texts: list[str]) -> np.ndarray:
     return out
 
 
-def tiny_slice():
+def tiny_slice(prompts: list[dict] | None = None):
     pharma = ["pharma"]
     normalized = {
         "org_functions": normalize_frame(
@@ -354,6 +354,8 @@ def tiny_slice():
             SHAPES["jobs_to_be_done"],
         ),
     }
+    if prompts:
+        normalized["prompts"] = normalize_frame("prompts", _raw(prompts, pharma), RULES, SHAPES["prompts"])
     return slice_tenant(normalized, RULES.tenants.by_slug("pharma"), RULES.create_missing)
 
 
@@ -436,3 +438,80 @@ def test_etl_decisions_hold_the_last_run_and_each_tenant_sees_its_own(target_dsn
             conn.execute("RESET ROLE")
             conn.execute("DROP OWNED BY vital_review_reader")
             conn.execute("DROP ROLE vital_review_reader")
+
+
+def _prompts(n: int) -> list[dict]:
+    """Prompts of several areas; every third shares a template line (boilerplate), some name
+    a category, some say nothing an area can be read from."""
+    topics = ["adverse event safety reporting", "brand campaign marketing", "clinical trial protocol", "zzz qqq"]
+    return [
+        {
+            "id": f"P{i}",
+            "name": f"Prompt {i}",
+            "category": "safety" if i % 5 == 0 else None,
+            "description": f"{topics[i % 4]} case {i}" + ("\nAnswer in English, cite sources." if i % 3 == 0 else ""),
+            "detailed_prompt": f"You are an expert in {topics[(i + 1) % 4]}.",
+        }
+        for i in range(40)
+    ]
+
+
+@pytest.mark.parametrize("vectors", [fake_vectors, None], ids=["model", "no-model"])
+def test_deciding_in_chunks_gives_the_decisions_of_one_pass(monkeypatch, vectors):
+    """A table no other decision reads (prompts) is turned into dicts a chunk at a time, its
+    template lines counted over all chunks; the rows other steps read (parents, link ends) are
+    held whole. The decisions, area columns and links equal those of one pass (numbers within
+    float noise: the model scores a chunk at a time)."""
+    import tasks.decide as decide
+
+    def run(chunk: int):
+        monkeypatch.setattr(decide, "DECIDE_CHUNK_ROWS", chunk)
+        part = tiny_slice(_prompts(40))
+        decided = decide_slice(part, RULES, vectors, overrides=review.Overrides("pharma"))
+        rows = decide._Rows(tiny_slice(_prompts(40)), RULES)
+        return part, decided, rows
+
+    whole, one_pass, rows_whole = run(10_000)
+    chunked, in_chunks, rows_chunked = run(3)
+    assert set(rows_chunked.held) == {"org_functions", "org_roles", "personas", "jobs_to_be_done"}
+    assert rows_chunked.common["prompts"] == rows_whole.common["prompts"] != set()  # the template line
+    first = next(rows_chunked.chunks("prompts"))
+    assert len(first) == 3 and all("Answer in English" not in (r["description"] or "") for r in first)
+
+    def keyed(decided):
+        return {(d.kind, d.entity, d.key, d.target_key): d.row("pharma") for d in decided.decisions}
+
+    a, b = keyed(one_pass), keyed(in_chunks)
+    assert a.keys() == b.keys() and any(k[1] == "prompts" for k in a)
+    for k in a:
+        x, y = dict(a[k]), dict(b[k])
+        ex, ey = json.loads(x.pop("evidence")), json.loads(y.pop("evidence"))
+        assert decide.numbers_within(
+            [x.pop("confidence"), x.pop("margin"), ex], [y.pop("confidence"), y.pop("margin"), ey], 0.002
+        ), k
+        assert x == y, k
+    for e, s in whole.entities.items():
+        cols = ["legacy_key", "functional_area", "functional_area_source"]
+        assert s.rows.select(cols).equals(chunked.entities[e].rows.select(cols)), e
+    assert whole.junctions.keys() == chunked.junctions.keys()
+    for j, frame in whole.junctions.items():
+        assert frame.drop("metadata", strict=False).equals(chunked.junctions[j].drop("metadata", strict=False)), j
+
+
+def test_only_tables_a_reference_names_are_indexed(monkeypatch):
+    """slice_tenant indexes a table's keys and names only when a reference needs them: prompts,
+    which nothing names, never (a 200,000-row table's index was most of the step's memory)."""
+    import tasks.normalize.resolve as resolve
+
+    indexed: list[set[str]] = []
+
+    class Recording(resolve.Index):
+        def __init__(self, rows: pl.DataFrame):
+            indexed.append(set(rows["legacy_key"].to_list()) if rows.height else set())
+            super().__init__(rows)
+
+    monkeypatch.setattr(resolve, "Index", Recording)
+    part = tiny_slice(_prompts(40))
+    assert any("FUNC-1" in keys for keys in indexed)  # roles name their function
+    assert not any("P1" in keys for keys in indexed)
+    assert part.junctions["function_roles"].height == 1 and part.entities["prompts"].rows.height == 40

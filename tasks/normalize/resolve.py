@@ -103,11 +103,10 @@ def slice_tenant(
         rejects = n.rejects.filter(pl.col("tenants").list.contains(tenant.slug) | (pl.col("tenants").list.len() == 0))
         entities[entity] = EntitySlice(entity, mine, rejects, n.read, n.read - mine.height - rejects.height)
 
-    indexes = {e: Index(s.rows) for e, s in entities.items()}
+    indexes = _Indexes(entities)
     out = TenantSlice(tenant, entities, {})
     notes = _Notes()
     stubs: dict[str, dict[str, tuple[str, str]]] = {}
-    taken = {e: set(n.rows["legacy_key"].to_list()) for e, n in normalized.items()}
     for entity, refs in REF_COLUMNS.items():
         if entity in entities:
             _resolve_ref_columns(out, entities[entity], refs, indexes, notes)
@@ -129,7 +128,8 @@ def slice_tenant(
             continue
         creatable = set((create_missing or {}).get(j.name, ())) if j.b in entities else set()
         made = stubs.setdefault(j.b, {})
-        _resolve_junction(out, j, links, indexes, notes, creatable, made, taken.get(j.b, set()))
+        taken = set(normalized[j.b].rows["legacy_key"].to_list()) if creatable and j.b in normalized else set()
+        _resolve_junction(out, j, links, indexes, notes, creatable, made, taken)
     for entity, made in stubs.items():
         if made:
             _add_stubs(entities[entity], tenant, made)
@@ -138,9 +138,23 @@ def slice_tenant(
     return out
 
 
+class _Indexes(dict):
+    """Entity -> its reference Index, made the first time a reference needs it: a large table
+    that nothing names (prompts) is never indexed (~2 kB a row). An entity outside the slice
+    has an empty one, which rows created for references are added to."""
+
+    def __init__(self, entities: dict[str, EntitySlice]):
+        super().__init__()
+        self._entities = entities
+
+    def __missing__(self, entity: str) -> Index:
+        index = self[entity] = Index(self._entities[entity].rows if entity in self._entities else pl.DataFrame())
+        return index
+
+
 def _resolve_junction(out, j, links: pl.DataFrame, indexes, notes: _Notes, creatable, made, taken) -> None:
     tenant = out.tenant
-    index = {"a": indexes.setdefault(j.a, Index(pl.DataFrame())), "b": indexes.setdefault(j.b, Index(pl.DataFrame()))}
+    index = {"a": indexes[j.a], "b": indexes[j.b]}
     entity = {"a": j.a, "b": j.b}
     refs = list(links.iter_rows(named=True))
     # 1. each row's own code column (the codes that name a row): it decides, and rules out names
@@ -274,7 +288,7 @@ def _resolve_ref_columns(out: TenantSlice, part: EntitySlice, refs: dict, indexe
     for ref_col, (target, id_col) in refs.items():
         if ref_col not in part.rows.columns:
             continue
-        index = indexes.get(target) or Index(pl.DataFrame())
+        index = indexes[target]
         values, missing, ambiguous = [], [], []
         for key, ref in zip(part.rows["legacy_key"].to_list(), part.rows[ref_col].to_list()):
             found = index.lookup(ref) if ref else []
