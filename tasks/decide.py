@@ -322,7 +322,7 @@ def decide_slice(
     rows = _Rows(part, rules)
     model, views = _train(rows, rules, vectors, part, overrides) if vectors else (None, {})
     for entity in rows.entities:
-        columns: dict[str, list] = {c: [] for c in AREA_COLUMNS}
+        pieces: list[pl.DataFrame] = []  # the decided area columns, a chunk each
         done = 0
         for chunk in rows.chunks(entity):
             if model and chunk:
@@ -335,12 +335,9 @@ def decide_slice(
                 r["_model_area"], _, r["_model_margin"] = view.top() if view else (None, 0.0, 0.0)
                 _decide_row(entity, r, part, rows.by_id, rules, overrides, view)
             out.kept_recorded += keep_recorded(chunk, (recorded or {}).get(entity, {}), dr.keep_recorded_within)
-            for c in AREA_COLUMNS:
-                columns[c] += [r[c] for r in chunk]
-            if entity == "jobs_to_be_done":
-                columns.setdefault("functional_area_rule", []).extend(summary_text(r) for r in chunk)
+            pieces.append(_area_frame(entity, chunk))
             out.decisions += _area_decisions(entity, chunk, overrides)
-        _write_areas(part, entity, columns)
+        _write_areas(part, entity, pieces)
     out.decisions += _tenant_decisions(part, overrides, dr, len(rules.tenants.tenants))
     out.decisions += _reference_decisions(part, overrides, dr)
     _decide_links(part, rows.held, rules, link_rules, vectors, overrides, out, dr)
@@ -474,10 +471,17 @@ _AREA_TYPES = {
 }
 
 
-def _write_areas(part: TenantSlice, entity: str, columns: dict[str, list]) -> None:
+def _area_frame(entity: str, rows: list[dict]) -> pl.DataFrame:
+    cols = {c: [r[c] for r in rows] for c in AREA_COLUMNS}
+    if entity == "jobs_to_be_done":
+        cols["functional_area_rule"] = [summary_text(r) for r in rows]
+    return pl.DataFrame(cols, schema={c: _AREA_TYPES[c] for c in cols})
+
+
+def _write_areas(part: TenantSlice, entity: str, pieces: list[pl.DataFrame]) -> None:
     s = part.entities[entity]
     if s.rows.height:
-        s.rows = s.rows.with_columns(pl.Series(c, v, dtype=_AREA_TYPES[c]) for c, v in columns.items())
+        s.rows = s.rows.with_columns(pl.concat(pieces).get_columns())
 
 
 def _area_decisions(entity: str, rows: list[dict], overrides: Overrides) -> list[Decision]:
