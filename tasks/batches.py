@@ -23,10 +23,6 @@ from tasks.runs import quarantine, record_ids, run_folder
 
 TEXT = "_text"  # the text a searchable row is embedded from; not a target column
 STAGE = "load"
-# rows of a batch file typed in Python and written per transaction: a large file's values are
-# never all Python objects at once (with four files loading side by side, ~75 MiB less at 5,000
-# rows a file), and the next rows are typed while the database writes these
-TRANSACTION_ROWS = 1000
 
 
 class BatchWriter:
@@ -96,9 +92,8 @@ def embed_and_load(
     table: str, tenant: str, run_id: str, batch_no: int, path: str, spec: ModelSpec | None
 ) -> BatchResult:
     """One batch file: its missing vectors encoded into etl.embedding_cache (spec None: embedding
-    deferred), its rows loaded (TRANSACTION_ROWS a transaction), the rows the database refused
-    quarantined, the legacy keys of the rest recorded in etl.id_map; on one connection (a new
-    one only after it broke)."""
+    deferred), its rows loaded, the rows the database refused quarantined, the legacy keys of the
+    rest recorded in etl.id_map; on one connection (a new one only after it broke)."""
     from tasks.model import encode
 
     frame = pl.read_parquet(path)
@@ -110,12 +105,7 @@ def embed_and_load(
             texts, shas = frame[TEXT].to_list(), frame["content_sha256"].to_list()
             stats = ensure_cached(conn, spec, texts, shas, encode)
         result = load_frame(
-            dsn,
-            table,
-            frame.drop(TEXT, strict=False),
-            batch_size=min(frame.height, TRANSACTION_ROWS) or 1,
-            tenant=tenant,
-            conn=conn,
+            dsn, table, frame.drop(TEXT, strict=False), batch_size=frame.height or 1, tenant=tenant, conn=conn
         )
         if conn.broken or conn.closed:  # the loader went on on a new connection of its own
             conn.close()

@@ -427,24 +427,3 @@ def test_mark_unchanged_compares_junction_rows_with_the_target(target_dsn):
     # a value the database refuses: nothing is known unchanged, the loader judges it
     bad = links.with_columns(pl.Series("mapping_source", ["automated", "automated", "guessed"]))
     assert not marks(target_dsn, "agent_relations", bad)[UNCHANGED].any()
-
-
-def test_a_batch_file_loads_in_transactions_of_transaction_rows(target_dsn, monkeypatch, tmp_path):
-    """embed-and-load types and writes a batch file TRANSACTION_ROWS rows a transaction (not
-    the whole file's values as Python objects at once): every row lands once, the counts add up
-    over the transactions, and a re-run of the file finds every row unchanged."""
-    import tasks.batches as batches
-
-    monkeypatch.setattr(batches, "TRANSACTION_ROWS", 4)
-    path = tmp_path / "agents.1.parquet"
-    pl.DataFrame([r | {"metadata": json.dumps(r["metadata"])} for r in agents(10)]).write_parquet(path)
-    first = batches.embed_and_load.fn("agents", "pharma", str(uuid.uuid4()), 1, str(path), None)
-    assert (first.load.batches, first.load.loaded, first.load.written, first.refused) == (3, 10, 10, [])
-    assert count(target_dsn) == 10
-    with psycopg.connect(target_dsn) as conn:
-        hashed = conn.execute(
-            "SELECT count(*) FROM etl.id_map WHERE entity = 'agents' AND row_hash IS NOT NULL"
-        ).fetchone()[0]
-    assert hashed == 10  # each transaction recorded its rows' hashes
-    again = batches.embed_and_load.fn("agents", "pharma", str(uuid.uuid4()), 1, str(path), None)
-    assert (again.load.loaded, again.load.written, again.load.unchanged) == (10, 0, 10)
