@@ -174,10 +174,9 @@ def boilerplate_lines(chunks, fields: tuple[str, ...]) -> set[int]:
     return {h for h, c in counts.items() if c >= limit}
 
 
-def strip_boilerplate(rows: list[dict], fields: tuple[str, ...], common: set[int] | None = None) -> None:
+def strip_boilerplate(rows: list[dict], fields: tuple[str, ...], common: set[int]) -> None:
     """Remove from each row's fields the lines that many rows share (in place); common: their
-    hashes (`boilerplate_lines`), counted over these rows when not given."""
-    common = boilerplate_lines([rows], fields) if common is None else common
+    hashes (`boilerplate_lines`, counted over the whole table)."""
     for r in rows:
         for f in fields:
             if r.get(f):
@@ -363,8 +362,7 @@ class _Rows:
             for e, fields in BOILERPLATE_FIELDS.items()
             if e in self.entities
         }
-        self.held: dict[str, list[dict]] = {}
-        self.held = {e: [r for chunk in self.chunks(e) for r in chunk] for e in self.entities if e in read}
+        self.held = {e: [r for chunk in self._chunks(e) for r in chunk] for e in self.entities if e in read}
         self.by_id = {e: {r["id"]: r for r in rs} for e, rs in self.held.items()}
 
     def _dicts(self, entity: str) -> Iterator[list[dict]]:
@@ -374,9 +372,13 @@ class _Rows:
             yield frame.slice(start, DECIDE_CHUNK_ROWS).select(cols).to_dicts()
 
     def chunks(self, entity: str) -> Iterator[list[dict]]:
+        """The entity's rows: those held, as one chunk, else made anew a chunk at a time."""
         if entity in self.held:
             yield self.held[entity]
-            return
+        else:
+            yield from self._chunks(entity)
+
+    def _chunks(self, entity: str) -> Iterator[list[dict]]:
         for chunk in self._dicts(entity):
             if entity in self.common:  # copies: only the area columns go back
                 strip_boilerplate(chunk, BOILERPLATE_FIELDS[entity], self.common[entity])
