@@ -13,7 +13,7 @@ from core.params import BatchSize, Name, Ratio, Seconds
 from core.runner import task_runner
 from sources.manifest import DEFAULT_MANIFEST, load_manifest
 from tasks.decide import decide_tenant
-from tasks.extract import DEFAULT_BATCH_ROWS, extract_folder, load_inputs, read_tenant_labels
+from tasks.extract import DEFAULT_BATCH_ROWS, load_inputs, read_tenant_labels, stage_folder
 from tasks.fan_out import deployed, run_tenant_deployments
 from tasks.normalize.resolve import slice_tenant
 from tasks.normalize.rules import load_rules
@@ -66,7 +66,7 @@ def migrate_tenant(
     labels = read_tenant_labels(m)
     complete, writes = set(wanted) == set(m.entities), not (dry_run or plan)
     run_id = new_run_id() if writes else None
-    with extract_folder(run_id) as folder:
+    with stage_folder(run_id) as folder:
         normalized, sources = extract_and_normalize(m, wanted, rules, labels, batch_size, folder, keep=writes)
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     gone = (

@@ -366,10 +366,8 @@ class _Rows:
         self.by_id = {e: {r["id"]: r for r in rs} for e, rs in self.held.items()}
 
     def _dicts(self, entity: str) -> Iterator[list[dict]]:
-        frame = self.part.entities[entity].rows
-        cols = decide_columns(entity, frame.columns, self.rules)
-        for start in range(0, frame.height, DECIDE_CHUNK_ROWS):
-            yield frame.slice(start, DECIDE_CHUNK_ROWS).select(cols).to_dicts()
+        for frame in self.part.entities[entity].batches(DECIDE_CHUNK_ROWS):
+            yield frame.select(decide_columns(entity, frame.columns, self.rules)).to_dicts()
 
     def chunks(self, entity: str) -> Iterator[list[dict]]:
         """The entity's rows: those held, as one chunk, else made anew a chunk at a time."""
@@ -395,7 +393,7 @@ def _train(rows: _Rows, rules: Rules, vectors: Vectors, part, overrides) -> tupl
     views, examples = {}, []
     for entity in rows.entities:
         fns = VIEWS[entity]
-        stack = np.zeros((len(fns), part.entities[entity].rows.height, dvec.shape[1]), np.float32)
+        stack = np.zeros((len(fns), part.entities[entity].frame.height, dvec.shape[1]), np.float32)
         done = 0
         for chunk in rows.chunks(entity):
             for v, (_, fn) in enumerate(fns):
@@ -482,8 +480,8 @@ def _area_frame(entity: str, rows: list[dict]) -> pl.DataFrame:
 
 def _write_areas(part: TenantSlice, entity: str, pieces: list[pl.DataFrame]) -> None:
     s = part.entities[entity]
-    if s.rows.height:
-        s.rows = s.rows.with_columns(pl.concat(pieces).get_columns())
+    if s.frame.height:
+        s.frame = s.frame.with_columns(pl.concat(pieces).get_columns())
 
 
 def _area_decisions(entity: str, rows: list[dict], overrides: Overrides) -> list[Decision]:
@@ -558,12 +556,12 @@ def _tenant_decisions(part: TenantSlice, overrides: Overrides, dr: DecisionRules
     """Rows whose tenant no source names: a keyword rule or the default of rules/tenancy.yaml decided."""
     out = []
     for entity, s in part.entities.items():
-        if s.rows.height == 0 or "tenant_rule" not in s.rows.columns:
+        if s.frame.height == 0 or "tenant_rule" not in s.frame.columns:
             continue
-        cols = [c for c in ("legacy_key", "name", "tenant_rule", "tenants") if c in s.rows.columns]
+        cols = [c for c in ("legacy_key", "name", "tenant_rule", "tenants") if c in s.frame.columns]
         given = pl.col("tenant_rule").cast(pl.Utf8)
         decided = given.eq("default") | given.str.starts_with("keywords")
-        for r in s.rows.filter(decided).select(cols).iter_rows(named=True):
+        for r in s.frame.filter(decided).select(cols).iter_rows(named=True):
             rule = r["tenant_rule"] or ""
             if rule == "default":
                 source = "default"
@@ -593,10 +591,10 @@ def _reference_decisions(part: TenantSlice, overrides: Overrides, dr: DecisionRu
     """Rows created for references that named no row, and names that matched several rows."""
     out = []
     for entity, s in part.entities.items():
-        if s.rows.height == 0 or "metadata" not in s.rows.columns:
+        if s.frame.height == 0 or "metadata" not in s.frame.columns:
             continue
         # only rows whose metadata can hold one of these notes are parsed
-        rows = s.rows.filter(pl.col("metadata").cast(pl.Utf8).str.contains("created_from|ambiguous|decided_by_code"))
+        rows = s.frame.filter(pl.col("metadata").cast(pl.Utf8).str.contains("created_from|ambiguous|decided_by_code"))
         names = rows["name"].to_list() if "name" in rows.columns else [None] * rows.height
         for key, name, text in zip(rows["legacy_key"].to_list(), names, rows["metadata"].to_list()):
             m = _meta({"metadata": text})
@@ -952,7 +950,7 @@ def _write_links(part: TenantSlice, junction: str, links: list[_Link], rejected:
     j = junction_of(junction)
     ids = {}
     for e in (j.a, j.b):
-        rows = part.entities[e].rows
+        rows = part.entities[e].frame
         ids[e] = dict(zip(rows["legacy_key"].to_list(), rows["id"].to_list())) if rows.height else {}
     schema = {
         "tenant_id": pl.Utf8,

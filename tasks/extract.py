@@ -118,12 +118,12 @@ def extract_to_files(manifest: Manifest, entity: str, batch_rows: int, folder: s
 
 
 @contextmanager
-def extract_folder(run_id: str | None) -> Iterator[str]:
-    """Where a run's extracted batches go: `$VITAL_HOME/runs/<run_id>/extract` (removed with the
-    run's folder when the run completes, kept for inspection when it fails), or, for a dry run
-    or plan (run_id None), a temporary folder outside $VITAL_HOME, removed once normalized."""
+def stage_folder(run_id: str | None) -> Iterator[str]:
+    """Where a run's stages write their files (`extract/`, `normalize/`): `$VITAL_HOME/runs/<run_id>`
+    (removed when the run completes, kept for inspection when it fails), or, for a dry run or
+    plan (run_id None), a temporary folder outside $VITAL_HOME, removed once normalized."""
     if run_id is not None:
-        yield str(run_folder(run_id) / "extract")
+        yield str(run_folder(run_id))
         return
     with tempfile.TemporaryDirectory(prefix="vital-etl-extract-") as folder:
         yield folder

@@ -24,7 +24,7 @@ from tasks.load import LoadResult, TableSpec, mark_unchanged, parents_first, tab
 from tasks.model import accepted_spec
 from tasks.normalize import normalize
 from tasks.normalize.base import Normalized
-from tasks.normalize.resolve import TenantSlice
+from tasks.normalize.resolve import EntitySlice, TenantSlice
 from tasks.normalize.rules import Rules
 from tasks.prepare import rows_for_load, with_hashes
 from tasks.runs import quarantine
@@ -40,19 +40,22 @@ def extract_and_normalize(
     folder: str,
     keep: bool = False,
 ) -> tuple[dict[str, Normalized], dict[str, list[dict]]]:
-    """Every wanted entity read from its sources into batch files under folder, then normalized
-    from them; returns (normalized, what each reader detected per entity). Each entity's extract
-    and normalize are tasks of their own that pass files, not rows: under Dask they run on the
-    workers, entities side by side. keep: store each normalize stage for reuse by the next run."""
+    """Every wanted entity read from its sources into batch files under `<folder>/extract`, then
+    normalized from them; returns (normalized, what each reader detected per entity). Each
+    entity's extract and normalize are tasks of their own that pass files, not rows: under Dask
+    they run on the workers, entities side by side. keep (a run that writes, whose folder lasts
+    until it is done): store each normalize stage for reuse by the next run, and keep the rows'
+    long texts in `<folder>/normalize` instead of in memory (tasks/normalize/spill.py)."""
     logger = get_run_logger()
-    files = {e: extract.submit(manifest, e, batch_size, folder) for e in entities}
+    files = {e: extract.submit(manifest, e, batch_size, f"{folder}/extract") for e in entities}
+    texts = f"{folder}/normalize" if keep else None
     # rules unquoted: a quote() comes to a Dask worker as a bare tuple
-    runs = {e: normalize.submit(e, files[e], rules, labels.get(e), keep) for e in entities}
+    runs = {e: normalize.submit(e, files[e], rules, labels.get(e), keep, texts) for e in entities}
     normalized, sources = {}, {}
     for entity in entities:
         sources[entity] = files[entity].result().sources  # first: a failed read raises its own error
         n = normalized[entity] = runs[entity].result()
-        logger.info("%s: %d read, %d valid, %d rejected", entity, n.read, n.rows.height, n.rejects.height)
+        logger.info("%s: %d read, %d valid, %d rejected", entity, n.read, n.frame.height, n.rejects.height)
     return normalized, sources
 
 
@@ -68,7 +71,7 @@ def load_tenant(
     tenant = part.tenant
     # the configured backend when it passes the quality gate on this tenant's texts, else torch fp32
     spec, note = (
-        accepted_spec(tenant_texts({e: s.rows.iter_rows(named=True) for e, s in part.entities.items()}))
+        accepted_spec(tenant_texts({e: _rows(s, batch_size) for e, s in part.entities.items()}))
         if embed_now
         else (model_spec(), "embedding deferred to backfill-embeddings")
     )
@@ -98,8 +101,8 @@ def load_tenant(
             tables = [entity] + (["knowledge_chunks"] if entity == "knowledge_documents" else [])
             writers = {t: BatchWriter(run_id, t, batch_size, unchanged(t, embed_now)) for t in tables}
             # id, legacy key and source of each row written: the entity's are its frame's columns
-            ids = {entity: _row_origins(s.rows)} | {t: pl.DataFrame(schema=_ORIGIN) for t in tables[1:]}
-            for rows in _row_batches(entity, s.rows, batch_size):
+            ids = {entity: _row_origins(s.frame)} | {t: pl.DataFrame(schema=_ORIGIN) for t in tables[1:]}
+            for rows in _row_batches(s, batch_size):
                 made = {entity: rows}
                 if entity == "knowledge_documents":
                     made["knowledge_chunks"] = chunk_documents(rows, str(tenant.id))
@@ -220,14 +223,20 @@ class _Target:
         self.close()
 
 
-def _row_batches(entity: str, frame: pl.DataFrame, batch_size: int) -> Iterator[list[dict]]:
+def _row_batches(s: EntitySlice, batch_size: int) -> Iterator[list[dict]]:
     """The entity's rows as the loader takes them, batch_size at a time; a self-referencing
     table's all at once, parents first (its batches load in that order)."""
-    if entity in SELF_REFERENCES:
-        yield parents_first(rows_for_load(frame), SELF_REFERENCES[entity])
+    if s.entity in SELF_REFERENCES:
+        yield parents_first(rows_for_load(s.rows), SELF_REFERENCES[s.entity])
         return
-    for start in range(0, frame.height, batch_size):
-        yield rows_for_load(frame.slice(start, batch_size))
+    for frame in s.batches(batch_size):
+        yield rows_for_load(frame)
+
+
+def _rows(s: EntitySlice, batch_size: int) -> Iterator[dict]:
+    """The entity's whole rows one by one, a batch of long texts in memory at a time."""
+    for frame in s.batches(batch_size):
+        yield from frame.iter_rows(named=True)
 
 
 def _load_files(table: str, tenant: str, run_id: str, paths: list[str], spec: ModelSpec | None) -> BatchResult:

@@ -65,7 +65,7 @@ def source_ids(part) -> dict[str, list[str]]:
     valid rows and its quarantined rows (by their deterministic id)."""
     out = {}
     for entity, s in part.entities.items():
-        ids = [str(i) for i in s.rows["id"].to_list()] if s.rows.height else []
+        ids = [str(i) for i in s.frame["id"].to_list()] if s.frame.height else []
         if s.quarantined.height and "legacy_key" in s.quarantined.columns:
             ids += [str(row_id(part.tenant.id, entity, k)) for k in s.quarantined["legacy_key"].to_list() if k]
         out[entity] = ids

@@ -97,7 +97,7 @@ class Overrides:
 
     def unused(self, part) -> list[str]:
         """Overrides whose row (or link end) is not in this run's slice, as findings."""
-        keys = {e: set(s.rows["legacy_key"].to_list()) if s.rows.height else set() for e, s in part.entities.items()}
+        keys = {e: set(s.frame["legacy_key"].to_list()) if s.frame.height else set() for e, s in part.entities.items()}
         junctions = {j.name for j in JUNCTIONS}
         out = []
         for (kind, entity, key, target), row in sorted(self.rows.items()):

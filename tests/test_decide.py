@@ -300,7 +300,8 @@ def fake_vectors(texts: list[str]) -> np.ndarray:
     return out
 
 
-def tiny_slice(prompts: list[dict] | None = None):
+def tiny_slice(prompts: list[dict] | None = None, spill_to=None):
+    """spill_to: a folder for the rows' long texts (tasks/normalize/spill.py), as a run keeps them."""
     pharma = ["pharma"]
     normalized = {
         "org_functions": normalize_frame(
@@ -355,7 +356,9 @@ def tiny_slice(prompts: list[dict] | None = None):
         ),
     }
     if prompts:
-        normalized["prompts"] = normalize_frame("prompts", _raw(prompts, pharma), RULES, SHAPES["prompts"])
+        normalized["prompts"] = normalize_frame(
+            "prompts", _raw(prompts, pharma), RULES, SHAPES["prompts"], spill_to=spill_to
+        )
     return slice_tenant(normalized, RULES.tenants.by_slug("pharma"), RULES.create_missing)
 
 

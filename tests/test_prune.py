@@ -127,14 +127,14 @@ def slice_run(tenant: str, manifest: str, entities: list[str] | None = None, dec
     decisions (with plan_vectors: read from the cache, stored nowhere) and whether the run
     covers the whole manifest."""
     from tasks.decide import decide_slice
-    from tasks.extract import DEFAULT_BATCH_ROWS, extract_folder, load_inputs, read_tenant_labels
+    from tasks.extract import DEFAULT_BATCH_ROWS, load_inputs, read_tenant_labels, stage_folder
     from tasks.normalize.resolve import slice_tenant
     from tasks.pipeline import extract_and_normalize
     from tasks.plan import plan_vectors
     from tasks.review import load_overrides
 
     m, rules, wanted = load_inputs(manifest, tenant, entities)
-    with extract_folder(None) as folder:
+    with stage_folder(None) as folder:
         normalized, _ = extract_and_normalize(m, wanted, rules, read_tenant_labels(m), DEFAULT_BATCH_ROWS, folder)
     part = slice_tenant(normalized, rules.tenants.by_slug(tenant), rules.create_missing)
     decided = decide_slice(part, rules, plan_vectors(), overrides=load_overrides(tenant)) if decide else None

@@ -32,17 +32,19 @@ SHAPES = {
 
 
 @task(name="normalize", task_run_name="normalize-{entity}", cache_policy=NO_CACHE)
-def normalize(entity: str, files, rules, labels, keep: bool = False) -> Normalized:
+def normalize(entity: str, files, rules, labels, keep: bool = False, folder: str | None = None) -> Normalized:
     """The entity's extracted batch files (tasks/extract.py ExtractedFiles) -> valid rows,
     junction links and rejects. The shaping is pure; its result is read back instead when the
     same inputs were normalized before (reuse.py), and stored for the next run when `keep`
-    (never in a dry run or plan: they write nothing). labels: the entity's tenant-label file."""
+    (never in a dry run or plan: they write nothing). labels: the entity's tenant-label file.
+    folder: where the rows' long texts go (spill.py), `<folder>/<entity>.text.<n>.parquet`."""
     key = stage_key(entity, files.digest, rules, labels)
-    reused = load_stage(entity, key)
+    reused = load_stage(entity, key, folder)
     if reused is not None:
         get_run_logger().info("%s: inputs unchanged since a stored normalize stage; reused it", entity)
         return reused
-    out = normalize_frame(entity, (pl.read_parquet(p) for p in files.paths), rules, SHAPES[entity], labels=labels)
+    batches = (pl.read_parquet(p) for p in files.paths)
+    out = normalize_frame(entity, batches, rules, SHAPES[entity], labels=labels, spill_to=folder)
     if keep:
         save_stage(entity, key, out)
     return out

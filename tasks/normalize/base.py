@@ -25,6 +25,7 @@ from sources.files import TYPED
 from tasks.normalize.common import clean_text, ref_key
 from tasks.normalize.refs import Index
 from tasks.normalize.rules import EnumMap, Rules
+from tasks.normalize.spill import Spill, Spiller, restore
 from tasks.normalize.tenancy import LabelFile, assign_tenants
 
 META_COLUMNS = ("_source", "_row", "_tenants", TYPED)
@@ -184,11 +185,21 @@ class Normalized:
     kind, owner_key: the row that declared the link), rejects."""
 
     entity: str
-    rows: pl.DataFrame
+    frame: pl.DataFrame  # the rows, their long texts in `spill`'s files (spill.py) if any
     links: dict[str, pl.DataFrame]
     rejects: pl.DataFrame
     findings: list[str] = field(default_factory=list)
     read: int = 0
+    spill: Spill | None = None
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """The whole rows (long texts read back): for tools and tests; a run reads `frame`."""
+        return restore(self.frame, self.spill)
+
+    @rows.setter
+    def rows(self, frame: pl.DataFrame) -> None:
+        self.frame, self.spill = frame, None
 
 
 REJECT_SCHEMA = {
@@ -235,20 +246,23 @@ def normalize_frame(
     shape: Callable[[Rec, Rules], dict],
     *,
     labels: LabelFile | dict[str, list[str]] | None = None,
+    spill_to: str | None = None,
 ) -> Normalized:
     """Shape every row. A row's dict may carry `_links` ({junction: [link(...) or (a_ref, b_ref,
     kind)]}), `_codes` (exact identifiers by which links name it: slug, code, legacy ids),
     `_aliases` (its names) and `_etl` (decisions for metadata._etl).
 
     raw: one frame, or the entity's batches one after the other (read lazily: only one raw
-    batch and at most ROWS_PER_FRAME shaped dicts are in memory at a time)."""
+    batch and at most ROWS_PER_FRAME shaped dicts are in memory at a time). spill_to: a folder
+    where the long text columns go as each frame is made (spill.py), not kept in memory."""
     labels = labels if isinstance(labels, LabelFile) else LabelFile(dict(labels or {}))
     label_key = getattr(rules.tenancy.get(entity), "label_key", None)
     rows, rejects, links, labelled, frames, read = [], [], {}, set(), [], 0
+    spiller = Spiller(spill_to, entity)
     for raw_row, (tenants, rule, problem) in _tenanted_rows(entity, raw, rules, labels):
         read += 1
         if len(rows) >= ROWS_PER_FRAME:  # bounded: at most this many row dicts at a time
-            frames.append(pl.DataFrame(rows, infer_schema_length=None))
+            frames.append(spiller.add(pl.DataFrame(rows, infer_schema_length=None)))
             rows = []
         label_row = None
         if label_key and labels.rows:
@@ -291,9 +305,10 @@ def normalize_frame(
                 links.setdefault(junction, []).append((a, b, kind, key, side, column or junction, match or "any"))
         rows.append(row)
 
-    frames += [pl.DataFrame(rows, infer_schema_length=None)] if rows else []
+    frames += [spiller.add(pl.DataFrame(rows, infer_schema_length=None))] if rows else []
     frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=EMPTY_ROWS)
-    frame, dupes = _split_duplicates(frame)
+    spill = spiller.done()
+    frame, dupes = _split_duplicates(frame, spill)
     rejects.extend(dupes)
     findings: list[str] = []
     for ref_col, (target, _) in REF_COLUMNS.get(entity, {}).items():
@@ -307,7 +322,13 @@ def normalize_frame(
         for j, v in links.items()
     }
     return Normalized(
-        entity, frame, link_frames, pl.DataFrame(rejects, schema=REJECT_SCHEMA), findings=findings, read=read
+        entity,
+        frame,
+        link_frames,
+        pl.DataFrame(rejects, schema=REJECT_SCHEMA),
+        findings=findings,
+        read=read,
+        spill=spill,
     )
 
 
@@ -378,7 +399,7 @@ def _reject(raw_row: dict, key: str | None, reason: str, tenants: list[str]) -> 
     }
 
 
-def _split_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
+def _split_duplicates(frame: pl.DataFrame, spill: Spill | None = None) -> tuple[pl.DataFrame, list[dict]]:
     """Keep the first row of each natural key (manifest order = precedence); report the rest."""
     if frame.height == 0 or frame["legacy_key"].is_first_distinct().all():
         return frame, []  # the usual case, without copying the frame
@@ -389,7 +410,7 @@ def _split_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
         pl.col("_row").first().alias("_first_row"),
     )
     joined = numbered.join(first, on="legacy_key", how="left", maintain_order="left")
-    dupes = joined.filter(pl.col("_i") != pl.col("_first"))
+    dupes = restore(joined.filter(pl.col("_i") != pl.col("_first")), spill)
     rejects = [
         {
             "_source": d["_source"],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -28,6 +29,8 @@ from core.tenants import Tenant
 from tasks.normalize.base import RESERVED, Normalized
 from tasks.normalize.common import ref_key
 from tasks.normalize.refs import Index
+from tasks.normalize.spill import Spill, restore
+from tasks.normalize.spill import batches as spilled_batches
 
 SAMPLE = 5
 
@@ -35,15 +38,30 @@ SAMPLE = 5
 @dataclass
 class EntitySlice:
     entity: str
-    rows: pl.DataFrame  # this tenant's valid rows, with id and tenant_id
+    frame: pl.DataFrame  # this tenant's valid rows, with id and tenant_id; long texts in `spill`
     quarantined: pl.DataFrame  # rejects that belong to this tenant (or to no known tenant)
     read: int
     skipped: int
     created: int = 0  # rows made for references that named no row (rules/references.yaml)
+    spill: Spill | None = None
 
     @property
     def loaded(self) -> int:
-        return self.rows.height
+        return self.frame.height
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """The whole rows, long texts read back (tasks/normalize/spill.py): every row at once, so
+        the steps of a run read `frame`, or `batches()` where they need the texts."""
+        return restore(self.frame, self.spill)
+
+    @rows.setter
+    def rows(self, frame: pl.DataFrame) -> None:
+        self.frame, self.spill = frame, None
+
+    def batches(self, size: int) -> Iterator[pl.DataFrame]:
+        """The whole rows, size at a time."""
+        return spilled_batches(self.frame, self.spill, size)
 
 
 @dataclass
@@ -76,17 +94,17 @@ class _Notes:
             notes.setdefault(column, {})[ref] = candidates
 
     def apply(self, part: EntitySlice) -> None:
-        if part.rows.height == 0 or not any(e == part.entity for e, _ in self.by_row):
+        if part.frame.height == 0 or not any(e == part.entity for e, _ in self.by_row):
             return
         metadata = []
-        for key, text in zip(part.rows["legacy_key"].to_list(), part.rows["metadata"].to_list()):
+        for key, text in zip(part.frame["legacy_key"].to_list(), part.frame["metadata"].to_list()):
             notes = self.by_row.get((part.entity, key))
             if notes:
                 meta = json.loads(text or "{}")
                 meta.setdefault(RESERVED, {}).update(notes)
                 text = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
             metadata.append(text)
-        part.rows = part.rows.with_columns(pl.Series("metadata", metadata, dtype=pl.Utf8))
+        part.frame = part.frame.with_columns(pl.Series("metadata", metadata, dtype=pl.Utf8))
 
 
 def slice_tenant(
@@ -94,14 +112,15 @@ def slice_tenant(
 ) -> TenantSlice:
     entities: dict[str, EntitySlice] = {}
     for entity, n in normalized.items():
-        ours = n.rows["tenants"].list.contains(tenant.slug) if n.rows.height else None
-        mine = n.rows if ours is None or ours.all() else n.rows.filter(ours)  # all ours: no copy
+        ours = n.frame["tenants"].list.contains(tenant.slug) if n.frame.height else None
+        mine = n.frame if ours is None or ours.all() else n.frame.filter(ours)  # all ours: no copy
         mine = mine.with_columns(
             pl.Series("id", _ids(tenant, entity, mine["legacy_key"].to_list()), dtype=pl.Utf8),
             pl.lit(str(tenant.id)).alias("tenant_id"),
         )
         rejects = n.rejects.filter(pl.col("tenants").list.contains(tenant.slug) | (pl.col("tenants").list.len() == 0))
-        entities[entity] = EntitySlice(entity, mine, rejects, n.read, n.read - mine.height - rejects.height)
+        skipped = n.read - mine.height - rejects.height
+        entities[entity] = EntitySlice(entity, mine, rejects, n.read, skipped, spill=n.spill)
 
     indexes = _Indexes(entities)
     out = TenantSlice(tenant, entities, {})
@@ -117,7 +136,7 @@ def slice_tenant(
             continue
         links = pl.concat(frames)
         mine = {
-            side: entities[e].rows["legacy_key"].to_list() if e in entities else []
+            side: entities[e].frame["legacy_key"].to_list() if e in entities else []
             for side, e in (("a", j.a), ("b", j.b))
         }
         links = links.filter(
@@ -128,7 +147,7 @@ def slice_tenant(
             continue
         creatable = set((create_missing or {}).get(j.name, ())) if j.b in entities else set()
         made = stubs.setdefault(j.b, {})
-        taken = set(normalized[j.b].rows["legacy_key"].to_list()) if creatable and j.b in normalized else set()
+        taken = set(normalized[j.b].frame["legacy_key"].to_list()) if creatable and j.b in normalized else set()
         _resolve_junction(out, j, links, indexes, notes, creatable, made, taken)
     for entity, made in stubs.items():
         if made:
@@ -148,7 +167,7 @@ class _Indexes(dict):
         self._entities = entities
 
     def __missing__(self, entity: str) -> Index:
-        index = self[entity] = Index(self._entities[entity].rows if entity in self._entities else pl.DataFrame())
+        index = self[entity] = Index(self._entities[entity].frame if entity in self._entities else pl.DataFrame())
         return index
 
 
@@ -280,17 +299,17 @@ def _add_stubs(part: EntitySlice, tenant: Tenant, made: dict[str, tuple[str, str
             "tenant_id": [str(tenant.id)] * len(keys),
         }
     )
-    part.rows = pl.concat([frame, part.rows], how="diagonal_relaxed")
+    part.frame = pl.concat([frame, part.frame], how="diagonal_relaxed")
     part.created += len(keys)
 
 
 def _resolve_ref_columns(out: TenantSlice, part: EntitySlice, refs: dict, indexes: dict, notes: _Notes) -> None:
     for ref_col, (target, id_col) in refs.items():
-        if ref_col not in part.rows.columns:
+        if ref_col not in part.frame.columns:
             continue
         index = indexes[target]
         values, missing, ambiguous = [], [], []
-        for key, ref in zip(part.rows["legacy_key"].to_list(), part.rows[ref_col].to_list()):
+        for key, ref in zip(part.frame["legacy_key"].to_list(), part.frame[ref_col].to_list()):
             found = index.lookup(ref) if ref else []
             if ref and not found:
                 missing.append(ref)
@@ -299,7 +318,7 @@ def _resolve_ref_columns(out: TenantSlice, part: EntitySlice, refs: dict, indexe
                 ambiguous.append((key, ref, found))
                 notes.add(part.entity, key, "ambiguous", id_col, ref, found)
             values.append(str(row_id(out.tenant.id, target, found[0])) if len(found) == 1 else None)
-        part.rows = part.rows.with_columns(pl.Series(id_col, values, dtype=pl.Utf8))
+        part.frame = part.frame.with_columns(pl.Series(id_col, values, dtype=pl.Utf8))
         if missing:
             out.findings.append(
                 f"{part.entity}.{ref_col}: {len(missing)} reference(s) name no {out.tenant.slug} "

@@ -20,6 +20,7 @@ import polars as pl
 from core.settings import vital_home
 from tasks.normalize.base import Normalized
 from tasks.normalize.rules import Rules
+from tasks.normalize.spill import Spill, restore
 
 log = logging.getLogger(__name__)
 KEEP = 3  # stored results per entity (e.g. two manifests over the same entity)
@@ -65,23 +66,37 @@ def _folder(entity: str) -> Path:
     return vital_home() / "stages" / "normalize" / entity
 
 
-def load_stage(entity: str, key: str | None) -> Normalized | None:
+def load_stage(entity: str, key: str | None, folder: str | None = None) -> Normalized | None:
+    """The stored stage, its long texts linked into folder (the run's, so that pruning the
+    stored stages never takes them away during the run); whole rows when folder is None."""
     where = _folder(entity) / key if key else None
     if where is None or not (where / "meta.json").exists():
         return None
     try:
         meta = json.loads((where / "meta.json").read_text())
+        spill = Spill.from_meta(meta.get("spill"), [str(p) for p in _parts(where, meta.get("spill"))])
+        frame = pl.read_parquet(where / "rows.parquet")
+        if spill is not None:
+            if folder is None:
+                frame, spill = restore(frame, spill), None
+            else:
+                spill = spill.copy_to(Path(folder), entity)
         return Normalized(
             entity,
-            pl.read_parquet(where / "rows.parquet"),
+            frame,
             {name: pl.read_parquet(where / f"link.{name}.parquet") for name in meta["links"]},
             pl.read_parquet(where / "rejects.parquet"),
             findings=meta["findings"],
             read=meta["read"],
+            spill=spill,
         )
     except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
         log.warning("normalize stage of %s not reused (%s): normalizing again", entity, exc)
         return None
+
+
+def _parts(where: Path, spill: dict | None) -> list[Path]:
+    return [where / f"rows.text.{n}.parquet" for n in range(1, len(spill["counts"]) + 1)] if spill else []
 
 
 def save_stage(entity: str, key: str | None, n: Normalized) -> None:
@@ -92,11 +107,14 @@ def save_stage(entity: str, key: str | None, n: Normalized) -> None:
     tmp = folder / f".{key}.{os.getpid()}"
     try:
         tmp.mkdir(parents=True, exist_ok=True)
-        n.rows.write_parquet(tmp / "rows.parquet")
+        n.frame.write_parquet(tmp / "rows.parquet")
+        if n.spill is not None:
+            n.spill.copy_to(tmp, "rows")
         n.rejects.write_parquet(tmp / "rejects.parquet")
         for name, frame in n.links.items():
             frame.write_parquet(tmp / f"link.{name}.parquet")
         meta = {"links": list(n.links), "findings": n.findings, "read": n.read}
+        meta["spill"] = n.spill.as_meta() if n.spill is not None else None
         (tmp / "meta.json").write_text(json.dumps(meta))
         tmp.rename(folder / key)
     except (OSError, pl.exceptions.PolarsError) as exc:  # e.g. a column Parquet cannot hold
