@@ -95,6 +95,12 @@ CATALOGUE_TABLES: tuple[str, ...] = tuple(t for e in ENTITIES for t in (e.name, 
 SEARCHABLE: tuple[str, ...] = tuple(t for t in CATALOGUE_TABLES if _BY_NAME[t].searchable)
 SELF_REFERENCES: dict[str, str] = {e.name: e.parent for e in ENTITIES if e.parent}
 REF_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {e.name: dict(e.refs) for e in ENTITIES if e.refs}
+# entities whose rows other rows name (a reference column's target, a junction's end): only their
+# rows carry the codes and names that references are resolved by (tasks/normalize/refs.py)
+REFERENCED: frozenset[str] = frozenset(
+    {target for refs in REF_COLUMNS.values() for target, _ in refs.values()}
+    | {end for j in JUNCTIONS for end in (j.a, j.b)}
+)
 SIMILARITY_LINKS: tuple[str, ...] = tuple(j.name for j in JUNCTIONS if j.similarity)
 WITH_AREA: tuple[str, ...] = tuple(e.name for e in ENTITIES if e.has_area)
 

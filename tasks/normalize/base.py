@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from core import jsontext
-from core.catalogue import REF_COLUMNS
+from core.catalogue import REF_COLUMNS, REFERENCED
 from sources.files import TYPED
 from tasks.normalize.common import clean_text, ref_key
 from tasks.normalize.refs import Index
@@ -259,6 +259,7 @@ def normalize_frame(
     label_key = getattr(rules.tenancy.get(entity), "label_key", None)
     rows, rejects, links, labelled, frames, read = [], [], {}, set(), [], 0
     spiller = Spiller(spill_to, entity)
+    referenced = entity in REFERENCED
     for raw_row, (tenants, rule, problem) in _tenanted_rows(entity, raw, rules, labels):
         read += 1
         if len(rows) >= ROWS_PER_FRAME:  # bounded: at most this many row dicts at a time
@@ -295,9 +296,9 @@ def normalize_frame(
         row["_source"], row["_row"] = raw_row.get("_source"), raw_row.get("_row")
         key = row["legacy_key"]
         codes = {c for c in (clean_text(x) for x in [key, *row.pop("_codes", [])] if isinstance(x, str)) if c}
-        row["_codes"] = sorted(codes)
         names = [a for a in [*row.pop("_aliases", []), *codes] if isinstance(a, str) and a.strip()]
-        row["_aliases"] = sorted({ref_key(a) for a in names})
+        if referenced:  # what references find the row by; nothing names the others (prompts)
+            row["_codes"], row["_aliases"] = sorted(codes), sorted({ref_key(a) for a in names})
         for junction, refs in (row.pop("_links", None) or {}).items():
             for ref in refs:
                 a, b, kind, column, match = (*ref, None, None)[:5]
@@ -316,7 +317,7 @@ def normalize_frame(
             frame = inherit_parent_tenants(entity, frame, ref_col, findings)
     if labels.rows:
         findings += _unmatched_labels(entity, labels, labelled)
-    kept = set(frame["legacy_key"].to_list())
+    kept = set(frame["legacy_key"].to_list()) if links else set()
     link_frames = {
         j: pl.DataFrame([x for x in v if x[3] in kept], schema=LINK_SCHEMA, orient="row").unique(maintain_order=True)
         for j, v in links.items()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,9 +142,3 @@ def batches(frame: pl.DataFrame, spill: Spill | None, size: int) -> Iterator[pl.
     """The whole rows of frame, size rows at a time."""
     for start in range(0, frame.height, size):
         yield restore(frame.slice(start, size), spill)
-
-
-def spill_frames(frames: Iterable[pl.DataFrame], folder: str | Path | None, entity: str):
-    """(the frames without their long texts, the Spill): for a whole frame made elsewhere."""
-    spiller = Spiller(folder, entity)
-    return [spiller.add(f) for f in frames], spiller.done()
