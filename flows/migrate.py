@@ -77,6 +77,7 @@ def migrate_tenant(
     # quote(): these are in-process objects of thousands of rows; Prefect need not walk them
     decided = decide_tenant(quote(part), quote(rules), not writes, embed, plan=plan)
     summary = RunSummary.of(part, normalized, sources, dry_run=not writes)
+    del normalized  # the slice holds the rows now: what the load sets aside leaves memory
     if plan:
         summary.note(plan=plan_changes(quote(part), quote(decided), complete, prune, max_delete_ratio))
         publish_plan_report(summary["plan"])

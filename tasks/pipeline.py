@@ -27,7 +27,7 @@ from tasks.normalize.base import Normalized
 from tasks.normalize.resolve import EntitySlice, TenantSlice
 from tasks.normalize.rules import Rules
 from tasks.prepare import rows_for_load, with_hashes
-from tasks.runs import quarantine
+from tasks.runs import quarantine, run_folder
 from tasks.sync import count_stale, prune_chunks, prune_links, stamp_links
 
 
@@ -67,8 +67,11 @@ def load_tenant(
     holds as they are gets no file and no task. complete: the run covers every entity of the
     manifest, so rows the sources no longer have are counted (unless pruning: the run removes
     them after the load). Junction rows this run would derive from the same sources but no
-    longer does are removed and counted (tasks/sync.py)."""
+    longer does are removed and counted (tasks/sync.py). The slice's rows wait for their load
+    on disk, under the run's folder, with only their keys in memory (spill.py set_aside)."""
     tenant = part.tenant
+    for s in part.entities.values():  # decided: until they load, only the rows' keys stay in memory
+        s.set_aside(run_folder(run_id) / "normalize", tuple(_ORIGIN))
     # the configured backend when it passes the quality gate on this tenant's texts, else torch fp32
     spec, note = (
         accepted_spec(tenant_texts({e: _rows(s, batch_size) for e, s in part.entities.items()}))

@@ -14,12 +14,12 @@ from test_decide import _prompts, fake_vectors, tiny_slice
 
 from tasks import review
 from tasks.decide import decide_slice
-from tasks.normalize import SHAPES, base
+from tasks.normalize import SHAPES, base, spill
 from tasks.normalize.base import normalize_frame
 from tasks.normalize.resolve import slice_tenant
 from tasks.normalize.reuse import RowDigest, load_stage, save_stage, stage_key
 from tasks.normalize.rules import load_rules
-from tasks.normalize.spill import INDEX, restore
+from tasks.normalize.spill import ASIDE, INDEX, restore
 
 RULES = load_rules()
 LONG = "Searches the literature for {0} and summarises what it finds, with sources. " * 3
@@ -67,22 +67,31 @@ def test_any_part_of_a_spilled_frame_is_restored_whole(tmp_path):
     assert only_added["description"].to_list() == ["its own text"]
 
 
-def test_a_slice_reads_its_batches_whole(tmp_path):
+def test_a_slice_reads_its_batches_whole(tmp_path, monkeypatch):
     normalized = {"tools": normalize_frame("tools", raw(tools(9)), RULES, SHAPES["tools"], spill_to=tmp_path)}
     in_memory = {"tools": normalize_frame("tools", raw(tools(9)), RULES, SHAPES["tools"])}
     tenant = RULES.tenants.by_slug("pharma")
     part, expected = (slice_tenant(n, tenant).entities["tools"] for n in (normalized, in_memory))
-    assert part.spill is not None and "description" not in part.frame.columns
+    assert part.spills and "description" not in part.frame.columns
     assert_frame_equal(part.rows, expected.rows)
     assert_frame_equal(pl.concat(list(part.batches(2))), expected.rows)
     assert part.loaded == expected.loaded == 5
+
+    # decided, the rows wait for their load with only their keys in memory
+    monkeypatch.setattr(spill, "PART_ROWS", 2)
+    part.set_aside(tmp_path / "aside", ("id", "legacy_key", "_source"))
+    assert part.frame.columns == ["legacy_key", "_source", "id", ASIDE] and len(part.spills) == 2
+    assert len(list((tmp_path / "aside").glob("tools.aside.*.parquet"))) == 3
+    assert_frame_equal(part.rows, expected.rows)
+    assert_frame_equal(pl.concat(list(part.batches(3))), expected.rows)
+    assert_frame_equal(restore(part.frame.reverse(), *part.spills), expected.rows.reverse())
 
 
 @pytest.mark.parametrize("vectors", [fake_vectors, None], ids=["model", "no-model"])
 def test_decisions_on_spilled_rows_equal_those_in_memory(tmp_path, vectors):
     prompts = [p | {"detailed_prompt": p["detailed_prompt"] + " " + LONG.format(p["id"])} for p in _prompts(40)]
     spilled, in_memory = tiny_slice(prompts, spill_to=tmp_path), tiny_slice(prompts)
-    assert spilled.entities["prompts"].spill is not None
+    assert spilled.entities["prompts"].spills
     a = decide_slice(spilled, RULES, vectors, overrides=review.Overrides("pharma"))
     b = decide_slice(in_memory, RULES, vectors, overrides=review.Overrides("pharma"))
     assert [d.row("pharma") for d in a.decisions] == [d.row("pharma") for d in b.decisions]

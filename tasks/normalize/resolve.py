@@ -20,6 +20,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -29,7 +30,7 @@ from core.tenants import Tenant
 from tasks.normalize.base import RESERVED, Normalized
 from tasks.normalize.common import ref_key
 from tasks.normalize.refs import Index
-from tasks.normalize.spill import Spill, restore
+from tasks.normalize.spill import Spill, restore, set_aside
 from tasks.normalize.spill import batches as spilled_batches
 
 SAMPLE = 5
@@ -38,12 +39,12 @@ SAMPLE = 5
 @dataclass
 class EntitySlice:
     entity: str
-    frame: pl.DataFrame  # this tenant's valid rows, with id and tenant_id; long texts in `spill`
+    frame: pl.DataFrame  # this tenant's valid rows, with id and tenant_id; some columns in `spills`
     quarantined: pl.DataFrame  # rejects that belong to this tenant (or to no known tenant)
     read: int
     skipped: int
     created: int = 0  # rows made for references that named no row (rules/references.yaml)
-    spill: Spill | None = None
+    spills: tuple[Spill, ...] = ()
 
     @property
     def loaded(self) -> int:
@@ -51,17 +52,23 @@ class EntitySlice:
 
     @property
     def rows(self) -> pl.DataFrame:
-        """The whole rows, long texts read back (tasks/normalize/spill.py): every row at once, so
-        the steps of a run read `frame`, or `batches()` where they need the texts."""
-        return restore(self.frame, self.spill)
+        """The whole rows, columns kept on disk read back (tasks/normalize/spill.py): every row
+        at once, so the steps of a run read `frame`, or `batches()` where they need the texts."""
+        return restore(self.frame, *self.spills)
 
     @rows.setter
     def rows(self, frame: pl.DataFrame) -> None:
-        self.frame, self.spill = frame, None
+        self.frame, self.spills = frame, ()
 
     def batches(self, size: int) -> Iterator[pl.DataFrame]:
         """The whole rows, size at a time."""
-        return spilled_batches(self.frame, self.spill, size)
+        return spilled_batches(self.frame, self.spills, size)
+
+    def set_aside(self, folder: str | Path, keep: tuple[str, ...]) -> None:
+        """Every column but those keep names to part files under folder, read back by `rows`
+        and `batches()`: once decided, the rows wait for their load outside memory."""
+        self.frame, spill = set_aside(self.frame, folder, self.entity, keep)
+        self.spills += (spill,) if spill is not None else ()
 
 
 @dataclass
@@ -120,7 +127,8 @@ def slice_tenant(
         )
         rejects = n.rejects.filter(pl.col("tenants").list.contains(tenant.slug) | (pl.col("tenants").list.len() == 0))
         skipped = n.read - mine.height - rejects.height
-        entities[entity] = EntitySlice(entity, mine, rejects, n.read, skipped, spill=n.spill)
+        spills = (n.spill,) if n.spill is not None else ()
+        entities[entity] = EntitySlice(entity, mine, rejects, n.read, skipped, spills=spills)
 
     indexes = _Indexes(entities)
     out = TenantSlice(tenant, entities, {})
