@@ -20,6 +20,7 @@ so a re-run writes only the rows that changed.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,12 @@ class Decision:
     evidence: dict
     margin: float | None = None
     reviewed: bool = False
+
+    def __post_init__(self) -> None:
+        # the same few words in every decision of a large table: one copy each, not one per row
+        if isinstance(self.value, str):
+            self.value = sys.intern(self.value)
+        self.source = sys.intern(self.source)
 
     def row(self, tenant: str) -> dict:
         return {

@@ -70,8 +70,9 @@ def load_tenant(
     longer does are removed and counted (tasks/sync.py). The slice's rows wait for their load
     on disk, under the run's folder, with only their keys in memory (spill.py set_aside)."""
     tenant = part.tenant
-    for s in part.entities.values():  # decided: until they load, only the rows' keys stay in memory
-        s.set_aside(run_folder(run_id) / "normalize", tuple(_ORIGIN))
+    ends = {e for name in part.junctions for e in (junction_of(name).a, junction_of(name).b)}  # origins read
+    for entity, s in part.entities.items():  # decided: until they load, only the rows' keys stay in memory
+        s.set_aside(run_folder(run_id) / "normalize", tuple(_ORIGIN) if entity in ends else ("id", "legacy_key"))
     # the configured backend when it passes the quality gate on this tenant's texts, else torch fp32
     spec, note = (
         accepted_spec(tenant_texts({e: _rows(s, batch_size) for e, s in part.entities.items()}))
@@ -81,7 +82,6 @@ def load_tenant(
     get_run_logger().info("%s: %s", tenant.slug, note)
     counts: dict[str, dict] = {}
     origins: dict[str, dict[str, str | None]] = {}  # entity -> {id: source} of the rows loaded
-    ends = {e for name in part.junctions for e in (junction_of(name).a, junction_of(name).b)}  # origins read
     refused: list[dict] = []
     findings: list[str] = []
     junctions = {}
@@ -149,7 +149,7 @@ def load_tenant(
             if entity == "knowledge_documents":
                 db(prune_chunks, str(tenant.id), ids[entity]["id"].to_list(), ids["knowledge_chunks"]["id"].to_list())
             if complete and not pruning:
-                stale = db(count_stale, entity, str(tenant.id), ids[entity]["id"].to_list())
+                stale = db(count_stale, entity, str(tenant.id), ids[entity]["id"].str.join("\n").item())
                 if stale:
                     findings.append(
                         f"{entity}: {stale} row(s) of {tenant.slug} in the target are no longer in the "

@@ -75,12 +75,13 @@ def prune_links(
     ).rowcount
 
 
-def count_stale(conn: psycopg.Connection, table: str, tenant_id: str, ids: list[str]) -> int:
-    """The tenant's visible rows in `table` whose id is not among `ids` (this run's); rows a soft
-    prune hid are not counted again."""
+def count_stale(conn: psycopg.Connection, table: str, tenant_id: str, ids: str) -> int:
+    """The tenant's visible rows in `table` whose id is not among `ids` (this run's, one per
+    line: one string, not a Python object per row); rows a soft prune hid are not counted again."""
     return conn.execute(
         sql.SQL(
-            "SELECT count(*) FROM {} WHERE tenant_id = %s AND deleted_at IS NULL AND NOT (id = ANY(%s::uuid[]))"
+            "SELECT count(*) FROM {} WHERE tenant_id = %s AND deleted_at IS NULL "
+            "AND NOT (id = ANY(string_to_array(%s, E'\\n')::uuid[]))"
         ).format(sql.Identifier(table)),
         (tenant_id, ids),
     ).fetchone()[0]
