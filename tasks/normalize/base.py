@@ -197,10 +197,6 @@ class Normalized:
         """The whole rows (long texts read back): for tools and tests; a run reads `frame`."""
         return restore(self.frame, self.spill)
 
-    @rows.setter
-    def rows(self, frame: pl.DataFrame) -> None:
-        self.frame, self.spill = frame, None
-
 
 REJECT_SCHEMA = {
     "_source": pl.Utf8,

@@ -46,7 +46,7 @@ class Spill:
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for n, path in enumerate(self.paths, start=1):
-            to = folder / f"{stem}.text.{n}.parquet"
+            to = folder / f"{stem}.{'text' if self.index == INDEX else 'aside'}.{n}.parquet"
             to.unlink(missing_ok=True)
             try:
                 os.link(path, to)
